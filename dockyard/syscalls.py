@@ -1,0 +1,174 @@
+"""The one ctypes seam for raw syscalls that the stdlib ``os`` module does not offer.
+
+Every wrapper raises ``OSError(errno, strerror, context)`` on failure so the caller's
+message says what was being done. Nothing else in dockyard calls ``ctypes`` directly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import os
+import platform
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# syscall numbers for the calls glibc may not wrap (same on x86_64 and aarch64: the new
+# mount API and openat2 were allocated in the unified 4xx range).
+_NR = {
+    "openat2": 437,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "move_mount": 429,
+    "pivot_root": 155 if platform.machine() == "x86_64" else 41,
+}
+
+
+def _check(ret: int, context: str) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{os.strerror(err)}: {context}")
+    return ret
+
+
+def _syscall(name: str, *args, context: str) -> int:
+    _libc.syscall.restype = ctypes.c_long
+    return _check(_libc.syscall(ctypes.c_long(_NR[name]), *args), context)
+
+
+# --------------------------------------------------------------------------- mounts
+
+
+class MountFlag(enum.IntFlag):
+    RDONLY = 0x1
+    NOSUID = 0x2
+    NODEV = 0x4
+    NOEXEC = 0x8
+    REMOUNT = 0x20
+    NOATIME = 0x400
+    BIND = 0x1000
+    MOVE = 0x2000
+    REC = 0x4000
+    PRIVATE = 1 << 18
+    SLAVE = 1 << 19
+    SHARED = 1 << 20
+    STRICTATIME = 1 << 24
+
+
+class UmountFlag(enum.IntFlag):
+    FORCE = 1
+    DETACH = 2
+
+
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    _check(
+        _libc.mount(
+            source.encode() if source is not None else None,
+            target.encode(),
+            fstype.encode() if fstype is not None else None,
+            int(flags),
+            data.encode() if data is not None else None,
+        ),
+        f"mount {source!r} on {target!r} type {fstype!r} flags {int(flags):#x} data {data!r}",
+    )
+
+
+def umount(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(target.encode(), int(flags)), f"umount {target!r}")
+
+
+# The new mount API (Linux >= 5.2; overlay's "lowerdir+" needs >= 6.8). Used to build an
+# overlay mount with more lower layers than fit in one page of mount(2) options.
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+FSOPEN_CLOEXEC = 1
+FSMOUNT_CLOEXEC = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
+
+
+def fsopen(fstype: str) -> int:
+    return _syscall("fsopen", ctypes.c_char_p(fstype.encode()), ctypes.c_uint(FSOPEN_CLOEXEC), context=f"fsopen {fstype}")
+
+
+def fsconfig(fd: int, cmd: int, key: str | None = None, value: str | None = None) -> None:
+    _syscall(
+        "fsconfig",
+        ctypes.c_int(fd),
+        ctypes.c_uint(cmd),
+        ctypes.c_char_p(key.encode() if key is not None else None),
+        ctypes.c_char_p(value.encode() if value is not None else None),
+        ctypes.c_int(0),
+        context=f"fsconfig {key}={value}",
+    )
+
+
+def fsmount(fd: int, attr_flags: int = 0) -> int:
+    return _syscall("fsmount", ctypes.c_int(fd), ctypes.c_uint(FSMOUNT_CLOEXEC), ctypes.c_uint(attr_flags), context="fsmount")
+
+
+def move_mount(from_fd: int, target: str) -> None:
+    _syscall(
+        "move_mount",
+        ctypes.c_int(from_fd),
+        ctypes.c_char_p(b""),
+        ctypes.c_int(AT_FDCWD),
+        ctypes.c_char_p(target.encode()),
+        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
+        context=f"move_mount to {target!r}",
+    )
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _syscall("pivot_root", ctypes.c_char_p(new_root.encode()), ctypes.c_char_p(put_old.encode()), context=f"pivot_root {new_root!r}")
+
+
+# --------------------------------------------------------------------------- openat2
+
+
+class Resolve(enum.IntFlag):
+    NO_XDEV = 0x01
+    NO_MAGICLINKS = 0x02
+    NO_SYMLINKS = 0x04
+    BENEATH = 0x08
+    IN_ROOT = 0x10
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """openat2(2): open ``path`` relative to ``dirfd`` with RESOLVE_* scoping.
+
+    Raises OSError(ENOSYS) on kernels older than 5.6; callers detect that once and fall back.
+    """
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, int(resolve))
+    return _syscall(
+        "openat2",
+        ctypes.c_int(dirfd),
+        ctypes.c_char_p(os.fsencode(path)),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+        context=f"openat2 {path!r}",
+    )
+
+
+_openat2_supported: bool | None = None
+
+
+def has_openat2() -> bool:
+    global _openat2_supported
+    if _openat2_supported is None:
+        try:
+            os.close(openat2(AT_FDCWD, "/", os.O_PATH, resolve=Resolve.IN_ROOT))
+            _openat2_supported = True
+        except OSError:
+            _openat2_supported = False
+    return _openat2_supported
