@@ -10,12 +10,14 @@ from dockyard.errors import InvalidArgument
 Digest = str
 
 _HEX_LEN = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-fA-F0-9]{32,})$")
+# fullmatch, not ^...$: "$" also matches before a trailing newline, which would let
+# "sha256:<hex>\n" through and into blob paths.
+_DIGEST_RE = re.compile(r"([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-fA-F0-9]{32,})")
 
 
 def validate_digest(digest: str) -> str:
     """Return ``digest`` if well formed, else raise InvalidArgument with docker's wording."""
-    m = _DIGEST_RE.match(digest or "")
+    m = _DIGEST_RE.fullmatch(digest) if isinstance(digest, str) else None
     if not m:
         raise InvalidArgument(f"invalid digest format: {digest!r}" if digest else "invalid digest format")
     algo, hexpart = m.groups()
