@@ -172,3 +172,22 @@ def has_openat2() -> bool:
         except OSError:
             _openat2_supported = False
     return _openat2_supported
+
+
+# --------------------------------------------------------------------------- fsconfig by fd
+# (added for dockyard.mount) fsconfig(2) copies a string value of at most 255 bytes, so a
+# layer at a longer path is handed to overlay as an open O_PATH fd instead (overlay takes
+# FSCONFIG_SET_FD for lowerdir+/upperdir/workdir since Linux 6.13; EINVAL before).
+FSCONFIG_SET_FD = 5
+
+
+def fsconfig_fd(fd: int, key: str, value_fd: int) -> None:
+    _syscall(
+        "fsconfig",
+        ctypes.c_int(fd),
+        ctypes.c_uint(FSCONFIG_SET_FD),
+        ctypes.c_char_p(key.encode()),
+        ctypes.c_char_p(None),
+        ctypes.c_int(value_fd),
+        context=f"fsconfig {key}=<fd {value_fd}>",
+    )

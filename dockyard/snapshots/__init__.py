@@ -20,6 +20,12 @@ writes into an overlay upperdir without mounting).
 Backends: ``overlay`` (default where the kernel supports overlayfs on the data root) and
 ``native`` (full copies; fallback and test oracle). ``dockyard.snapshots.open_snapshotter(
 name, root)`` builds one; ``detect(root)`` picks the default.
+
+Both keep their metadata in SQLite (``metadata.py``) and one directory per snapshot, named
+by a short integer id (``storage.py``): ``<root>/snapshots/<id>/fs``. Views are read-only
+mounts (a write fails with EROFS). Committed snapshots cannot be mounted directly, a view
+cannot be committed, and a snapshot with children cannot be removed (Conflict).
 """
 
 from dockyard.snapshots.base import Info, Kind, Mount, Snapshotter, Usage  # noqa: F401
+from dockyard.snapshots.factory import detect, open_snapshotter  # noqa: F401
