@@ -1,0 +1,1 @@
+"""The dockyard CLI: docker's commands, talking only to the daemon's API."""

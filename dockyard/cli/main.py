@@ -1,0 +1,130 @@
+"""Entry point: global flags, then one command module imported lazily (fast start-up)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import NoReturn
+
+# command -> (module, function). Aliases map to the same function, as docker's do.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "images": ("images", "cmd_images"),
+    "import": ("images", "cmd_import"),
+    "tag": ("images", "cmd_tag"),
+    "rmi": ("images", "cmd_rmi"),
+    "history": ("images", "cmd_history"),
+    "save": ("images", "cmd_save"),
+    "load": ("images", "cmd_load"),
+    "inspect": ("images", "cmd_inspect"),
+    "image": ("images", "cmd_image"),
+    "version": ("system", "cmd_version"),
+    "info": ("system", "cmd_info"),
+    "system": ("system", "cmd_system"),
+}
+
+USAGE = """\
+Usage:  dockyard [OPTIONS] COMMAND
+
+A Docker-compatible container engine
+
+Common Commands:
+  images      List images
+  import      Import the contents from a tarball to create a filesystem image
+  info        Display system-wide information
+  version     Show the dockyard version information
+
+Management Commands:
+  image       Manage images
+  system      Manage dockyard
+
+Commands:
+  history     Show the history of an image
+  inspect     Return low-level information on Docker objects
+  load        Load an image from a tar archive or STDIN
+  rmi         Remove one or more images
+  save        Save one or more images to a tar archive (streamed to STDOUT by default)
+  tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+
+Global Options:
+  -D, --debug          Enable debug mode
+  -H, --host string    Daemon socket to connect to (env DOCKYARD_HOST)
+  -v, --version        Print version information and quit
+
+Run 'dockyard COMMAND --help' for more information on a command.
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with docker's error shape and exit status (125 for usage errors)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: {message}\nSee '{self.prog} --help'.\n")
+        sys.exit(125)
+
+
+class BoolFlag(argparse.Action):
+    """A boolean flag that also takes ``=false`` (``-H=false``), as docker's flags do."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        kwargs.pop("nargs", None)
+        super().__init__(option_strings, dest, nargs="?", const=True, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if isinstance(values, str):
+            values = values.lower() not in ("false", "0", "no")
+        setattr(namespace, self.dest, values)
+
+
+def new_parser(prog: str, usage: str | None = None, description: str | None = None) -> Parser:
+    return Parser(prog=prog, usage=usage, description=description)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    host = os.environ.get("DOCKYARD_HOST")
+    debug = False
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        arg = argv[i]
+        if arg in ("-H", "--host"):
+            if i + 1 >= len(argv):
+                sys.stderr.write("flag needs an argument: -H\n")
+                return 125
+            host = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--host="):
+            host = arg.split("=", 1)[1]
+        elif arg in ("-D", "--debug"):
+            debug = True
+        elif arg in ("-v", "--version"):
+            from dockyard import __version__
+
+            print(f"dockyard version {__version__}")
+            return 0
+        elif arg in ("-h", "--help"):
+            sys.stdout.write(USAGE)
+            return 0
+        else:
+            sys.stderr.write(f"unknown flag: {arg}\nSee 'dockyard --help'.\n")
+            return 125
+        i += 1
+    if i >= len(argv):
+        sys.stdout.write(USAGE)
+        return 0
+    command, args = argv[i], argv[i + 1:]
+    if command not in COMMANDS:
+        sys.stderr.write(f"dockyard: '{command}' is not a dockyard command.\nSee 'dockyard --help'\n")
+        return 1
+    module_name, func_name = COMMANDS[command]
+    module = importlib.import_module(f"dockyard.cli.{module_name}")
+    from dockyard.cli.context import Context
+
+    ctx = Context(host=host, debug=debug)
+    return ctx.run(getattr(module, func_name), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

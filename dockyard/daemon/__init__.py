@@ -1,0 +1,1 @@
+"""dockyardd: the engine's services behind the Docker Engine API."""

@@ -1,0 +1,1 @@
+"""The Docker Engine API over aiohttp: one module per API group."""

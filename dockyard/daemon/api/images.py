@@ -1,0 +1,126 @@
+"""Image endpoints: list, inspect, history, tag, remove, import, save, load, prune."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from dockyard.daemon.api.server import Router, engine_of, filters, param, qbool
+from dockyard.daemon.api.streams import JSONMessages, buffered_body, stream_bytes
+from dockyard.errors import InvalidArgument, NotImplementedYet
+
+
+async def list_images(request: web.Request) -> web.Response:
+    svc = engine_of(request).images
+    result = await asyncio.to_thread(svc.list, filters(request), qbool(request, "digests"))
+    return web.json_response(result)
+
+
+async def inspect_image(request: web.Request) -> web.Response:
+    svc = engine_of(request).images
+    return web.json_response(await asyncio.to_thread(svc.inspect, param(request, "name")))
+
+
+async def image_history(request: web.Request) -> web.Response:
+    svc = engine_of(request).images
+    return web.json_response(await asyncio.to_thread(svc.history, param(request, "name")))
+
+
+async def tag_image(request: web.Request) -> web.Response:
+    svc = engine_of(request).images
+    repo = request.query.get("repo", "")
+    if not repo:
+        raise InvalidArgument("repository name must have at least one component")
+    await asyncio.to_thread(svc.tag, param(request, "name"), repo, request.query.get("tag") or None)
+    return web.Response(status=201)
+
+
+async def remove_image(request: web.Request) -> web.Response:
+    svc = engine_of(request).images
+    result = await asyncio.to_thread(svc.remove, param(request, "name"), qbool(request, "force"))
+    return web.json_response(result)
+
+
+async def create_image(request: web.Request) -> web.StreamResponse:
+    """POST /images/create: ``fromSrc`` imports a root filesystem; ``fromImage`` pulls."""
+    if "fromImage" in request.query:
+        raise NotImplementedYet("pulling from a registry is not implemented yet")
+    src = request.query.get("fromSrc")
+    if src is None:
+        raise InvalidArgument("either fromSrc or fromImage must be specified")
+    if src != "-":
+        raise InvalidArgument(f"importing from a URL is not supported: {src}")
+    svc = engine_of(request).images
+    repo = request.query.get("repo") or None
+    tag = request.query.get("tag") or None
+    changes = request.query.getall("changes", [])
+    message = request.query.get("message", "")
+    body = buffered_body(request)
+    messages = JSONMessages(request)
+    await messages.start()
+    try:
+        image_id = await asyncio.to_thread(svc.import_image, body, repo, tag, changes, message)
+        await messages.send({"status": image_id})
+    except Exception as e:  # headers are sent: the error travels in the stream
+        await messages.error(e)
+    return await messages.finish()
+
+
+async def save_images(request: web.Request) -> web.StreamResponse:
+    names = request.query.getall("names", [])
+    if "name" in request["params"]:
+        names = [param(request, "name")]
+    if not names:
+        raise InvalidArgument("no images specified")
+    svc = engine_of(request).images
+    # resolve first, so that a missing image is a 404 rather than a broken stream
+    for n in names:
+        await asyncio.to_thread(svc.resolve_id, n)
+    return await stream_bytes(request, lambda out: svc.save(names, out), "application/x-tar")
+
+
+async def load_images(request: web.Request) -> web.StreamResponse:
+    svc = engine_of(request).images
+    body = buffered_body(request)
+    messages = JSONMessages(request)
+    await messages.start()
+    try:
+        lines = await asyncio.to_thread(svc.load, body, None)
+        for line in lines:
+            await messages.send({"stream": line + "\n"})
+    except Exception as e:
+        await messages.error(e)
+    return await messages.finish()
+
+
+async def prune_images(request: web.Request) -> web.Response:
+    svc = engine_of(request).images
+    flt = filters(request)
+    dangling_only = (flt.pop("dangling", ["true"])[-1].lower() in ("true", "1"))
+    wanted = {"dangling": ["true"]} if dangling_only else {}
+    if "label" in flt:
+        wanted["label"] = flt["label"]
+    deleted: list[dict[str, str]] = []
+    reclaimed = 0
+    # (images used by containers will be kept here once containers exist)
+    for summary in await asyncio.to_thread(svc.list, wanted):
+        try:
+            deleted += await asyncio.to_thread(svc.remove, summary["Id"], True)
+            reclaimed += summary["Size"]
+        except Exception:
+            continue
+    return web.json_response({"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed})
+
+
+def register(router: Router) -> None:
+    router.add("GET", "/images/json", list_images)
+    router.add("POST", "/images/create", create_image)
+    router.add("POST", "/images/load", load_images)
+    router.add("POST", "/images/prune", prune_images)
+    router.add("GET", "/images/get", save_images)
+    router.add("GET", "/images/{name:.+}/json", inspect_image)
+    router.add("GET", "/images/{name:.+}/history", image_history)
+    router.add("GET", "/images/{name:.+}/get", save_images)
+    router.add("POST", "/images/{name:.+}/tag", tag_image)
+    router.add("DELETE", "/images/{name:.+}", remove_image)

@@ -1,0 +1,151 @@
+"""System endpoints: /_ping, /version, /info."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+
+from aiohttp import web
+
+from dockyard import API_VERSION, MIN_API_VERSION, __version__
+from dockyard.daemon.api.server import Router, engine_of
+from dockyard.images.model import host_platform
+
+_PING_HEADERS = {
+    "Cache-Control": "no-cache, no-store, must-revalidate",
+    "Pragma": "no-cache",
+    "Docker-Experimental": "false",
+    "Builder-Version": "1",  # the classic builder: there is no BuildKit here
+    "Swarm": "inactive",
+}
+
+
+async def ping(request: web.Request) -> web.Response:
+    body = None if request.method == "HEAD" else "OK"
+    return web.Response(text=body, content_type="text/plain", headers=_PING_HEADERS)
+
+
+def _kernel() -> str:
+    return platform.release()
+
+
+async def version(request: web.Request) -> web.Response:
+    arch = host_platform()["architecture"]
+    engine = {
+        "Version": __version__,
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "GitCommit": "",
+        "GoVersion": f"python{sys.version_info.major}.{sys.version_info.minor}",
+        "Os": "linux",
+        "Arch": arch,
+        "KernelVersion": _kernel(),
+        "BuildTime": "",
+    }
+    return web.json_response({
+        "Platform": {"Name": "dockyard"},
+        "Components": [{"Name": "Engine", "Version": __version__, "Details": {k: str(v) for k, v in engine.items() if k != "Version"}}],
+        **engine,
+    })
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _cgroup_version() -> str:
+    return "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"
+
+
+async def info(request: web.Request) -> web.Response:
+    engine = engine_of(request)
+    images = await _to_thread(engine.images.count)
+    cfg = engine.config
+    return web.json_response({
+        "ID": engine.id,
+        "Containers": 0,
+        "ContainersRunning": 0,
+        "ContainersPaused": 0,
+        "ContainersStopped": 0,
+        "Images": images,
+        "Driver": engine.snapshotter.name,
+        "DriverStatus": [["Backing Filesystem", "extfs"]] if engine.snapshotter.name == "overlay" else [],
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Authorization": None, "Log": ["json-file"]},
+        "MemoryLimit": True,
+        "SwapLimit": True,
+        "CpuCfsPeriod": True,
+        "CpuCfsQuota": True,
+        "CPUShares": True,
+        "CPUSet": True,
+        "PidsLimit": True,
+        "IPv4Forwarding": True,
+        "Debug": cfg.debug,
+        "NFd": len(os.listdir("/proc/self/fd")),
+        "NGoroutines": 0,
+        "SystemTime": _now(),
+        "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": _cgroup_version(),
+        "NEventsListener": 0,
+        "KernelVersion": _kernel(),
+        "OperatingSystem": _os_name(),
+        "OSVersion": "",
+        "OSType": "linux",
+        "Architecture": platform.machine(),
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {}, "Mirrors": cfg.registry_mirrors},
+        "NCPU": os.cpu_count() or 1,
+        "MemTotal": _mem_total(),
+        "DockerRootDir": cfg.data_root,
+        "Name": socket.gethostname(),
+        "Labels": [],
+        "ExperimentalBuild": False,
+        "ServerVersion": __version__,
+        "Runtimes": {"runc": {"path": "dockyard-runtime"}},
+        "DefaultRuntime": "runc",
+        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False, "Error": "", "RemoteManagers": None},
+        "LiveRestoreEnabled": True,
+        "Isolation": "",
+        "InitBinary": "",
+        "SecurityOptions": ["name=seccomp,profile=builtin"],
+        "Warnings": None,
+    })
+
+
+def _mem_total() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _now() -> str:
+    from dockyard.images.timefmt import now_rfc3339
+
+    return now_rfc3339()
+
+
+async def _to_thread(fn, *args):
+    import asyncio
+
+    return await asyncio.to_thread(fn, *args)
+
+
+def register(router: Router) -> None:
+    router.add("GET", "/_ping", ping)
+    router.add("HEAD", "/_ping", ping)
+    router.add("GET", "/version", version)
+    router.add("GET", "/info", info)

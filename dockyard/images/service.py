@@ -1,0 +1,530 @@
+"""The image service: resolves names, imports, unpacks, tags, removes, saves and loads
+images. It owns the metadata store and uses the content store and snapshotter below it;
+the API layer above calls it from worker threads (every method here blocks)."""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from dockyard import reference
+from dockyard.archive import apply_layer, detect_compression
+from dockyard.content.digest import sha256_digest
+from dockyard.errors import Conflict, DataCorruption, InvalidArgument, NotFound
+from dockyard.images import mediatypes as mt
+from dockyard.images import transfer
+from dockyard.images.changes import apply_change
+from dockyard.images.metadata import ImageRecord, MetadataStore
+from dockyard.images.model import (
+    Descriptor,
+    ImageConfig,
+    Index,
+    Manifest,
+    build_manifest,
+    chain_id,
+    chain_ids,
+    new_config,
+    parse_manifest_or_index,
+)
+from dockyard.images.timefmt import now_rfc3339, parse_rfc3339, to_rfc3339
+
+SIZE_LABEL = "dockyard.layer.size"
+_HEX = set("0123456789abcdef")
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Image:
+    """An image record with its parsed manifest and config."""
+
+    record: ImageRecord
+    manifest: Manifest
+    config: ImageConfig
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def chain(self) -> list[str]:
+        return chain_ids(self.config.diff_ids)
+
+
+class _Tee(io.RawIOBase):
+    """Reads from ``src`` and copies every byte into ``sink`` (a content writer)."""
+
+    def __init__(self, src: BinaryIO, sink: Any) -> None:
+        self._src, self._sink = src, sink
+        self.head = b""  # the first bytes decide the layer's media type
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        data = self._src.read(len(buf))
+        if not data:
+            return 0
+        self._sink.write(data)
+        if len(self.head) < 8:
+            self.head += data[: 8 - len(self.head)]
+        buf[: len(data)] = data
+        return len(data)
+
+
+def familiar(name: str) -> str:
+    return reference.parse(name, default_tag=False).familiar()
+
+
+class ImageService:
+    def __init__(self, content: Any, snapshotter: Any, metadata: MetadataStore) -> None:
+        self.content = content
+        self.snapshotter = snapshotter
+        self.metadata = metadata
+        # One writer at a time for operations that add or remove blobs and snapshots, so
+        # removal's garbage collection never races an import that shares a blob.
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ lookups
+
+    def _load(self, rec: ImageRecord) -> Image:
+        with self.content.open(rec.manifest.digest) as f:
+            manifest = parse_manifest_or_index(f.read(), rec.manifest.media_type)
+        if isinstance(manifest, Index):
+            raise DataCorruption(f"image {rec.id} points at an index")
+        with self.content.open(rec.id) as f:
+            config = ImageConfig.parse(f.read())
+        return Image(rec, manifest, config)
+
+    def resolve(self, name: str) -> Image:
+        return self._load(self.metadata.get(self.resolve_id(name)))
+
+    def resolve_id(self, name: str) -> str:
+        """Docker's lookup order: full ID, name (tag or digest), then a unique ID prefix."""
+        if not name:
+            raise InvalidArgument("invalid reference format")
+        candidate = name.removeprefix("sha256:")
+        if len(candidate) == 64 and set(candidate) <= _HEX:
+            if self.metadata.exists("sha256:" + candidate):
+                return "sha256:" + candidate
+            raise NotFound(f"No such image: {name}")
+        ref_error: Exception | None = None
+        try:
+            ref = reference.parse(name)
+        except InvalidArgument as e:
+            ref, ref_error = None, e
+        if ref is not None:
+            if ref.digest:
+                found = self.metadata.by_digest(f"{ref.name}@{ref.digest}")
+                if found is None:
+                    found = next(iter(self.metadata.by_manifest(ref.digest)), None)
+                    if found and ref.tag is None and not self._has_repo(found, ref.name):
+                        found = None
+            else:
+                found = self.metadata.by_tag(str(ref))
+            if found:
+                return found
+        if 0 < len(candidate) < 64 and set(candidate) <= _HEX:
+            ids = self.metadata.ids_with_prefix(candidate)
+            if len(ids) == 1:
+                return ids[0]
+            if len(ids) > 1:
+                raise NotFound(f"No such image: {name}")  # ambiguous prefix, as docker reports it
+        if ref is None and ref_error is not None:
+            raise ref_error
+        raise NotFound(f"No such image: {self._display(ref) if ref else name}")
+
+    def _has_repo(self, image_id: str, repo: str) -> bool:
+        rec = self.metadata.get(image_id)
+        return any(n.rsplit(":", 1)[0] == repo or n.split("@")[0] == repo for n in rec.tags + rec.digests)
+
+    @staticmethod
+    def _display(ref: reference.Reference) -> str:
+        return ref.familiar()
+
+    # ------------------------------------------------------------------ API shapes
+
+    def _layer_sizes(self, chain: list[str]) -> list[int]:
+        sizes = []
+        for c in chain:
+            try:
+                sizes.append(int(self.snapshotter.stat(c).labels.get(SIZE_LABEL, "0")))
+            except (NotFound, ValueError):
+                sizes.append(0)
+        return sizes
+
+    def summary(self, img: Image) -> dict[str, Any]:
+        rec = img.record
+        return {
+            "Containers": -1,
+            "Created": int(parse_rfc3339(img.config.created)),
+            "Id": rec.id,
+            "Labels": img.config.config.get("Labels") or {},
+            "ParentId": rec.parent,
+            "RepoDigests": [familiar(d) for d in rec.digests],
+            "RepoTags": [familiar(t) for t in rec.tags],
+            "SharedSize": -1,
+            "Size": rec.size,
+            "Descriptor": {"mediaType": rec.manifest.media_type, "digest": rec.manifest.digest, "size": rec.manifest.size},
+        }
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        img = self.resolve(name)
+        rec, cfg = img.record, img.config
+        out: dict[str, Any] = {
+            "Id": rec.id,
+            "RepoTags": [familiar(t) for t in rec.tags],
+            "RepoDigests": [familiar(d) for d in rec.digests],
+            "Parent": rec.parent,
+            "Comment": cfg.doc.get("comment", ""),
+            "Created": cfg.created or "",
+            "DockerVersion": cfg.doc.get("docker_version", ""),
+            "Author": cfg.doc.get("author", ""),
+            "Config": cfg.config,
+            "Architecture": cfg.architecture,
+            "Os": cfg.os,
+            "Size": rec.size,
+            "GraphDriver": {"Name": self.snapshotter.name, "Data": None},
+            "RootFS": {"Type": "layers", "Layers": cfg.diff_ids},
+            "Metadata": {"LastTagTime": to_rfc3339(rec.last_tag_time)},
+            "Descriptor": rec.manifest.to_json(),
+        }
+        if cfg.variant:
+            out["Variant"] = cfg.variant
+        return out
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        img = self.resolve(name)
+        sizes = iter(self._layer_sizes(img.chain))
+        entries = img.config.history or [{"created": img.config.created}] * len(img.chain)
+        out = []
+        for h in entries:
+            size = 0 if h.get("empty_layer") else next(sizes, 0)
+            out.append({
+                "Id": "<missing>",
+                "Created": int(parse_rfc3339(h.get("created"))),
+                "CreatedBy": h.get("created_by", ""),
+                "Tags": None,
+                "Size": size,
+                "Comment": h.get("comment", ""),
+            })
+        out.reverse()
+        if out:
+            out[0]["Id"] = img.id
+            out[0]["Tags"] = [familiar(t) for t in img.record.tags] or None
+        return out
+
+    def list(self, filters: dict[str, list[str]] | None = None, digests: bool = False) -> list[dict[str, Any]]:
+        filters = filters or {}
+        unknown = set(filters) - {"dangling", "reference", "label", "before", "since", "until"}
+        if unknown:
+            raise InvalidArgument(f"invalid filter '{sorted(unknown)[0]}'")
+        dangling = filters.get("dangling")
+        if dangling and dangling[-1].lower() not in ("true", "false", "1", "0"):
+            raise InvalidArgument(f"invalid filter 'dangling={dangling[-1]}'")
+        images = [self._load(r) for r in self.metadata.list()]
+        before = since = None
+        if filters.get("before"):
+            before = parse_rfc3339(self.resolve(filters["before"][-1]).config.created)
+        if filters.get("since"):
+            since = parse_rfc3339(self.resolve(filters["since"][-1]).config.created)
+        out = []
+        for img in images:
+            if dangling:
+                want = dangling[-1].lower() in ("true", "1")
+                if want != (not img.record.tags):
+                    continue
+            if filters.get("reference") and not any(
+                self._ref_matches(p, img.record.tags) for p in filters["reference"]
+            ):
+                continue
+            labels = img.config.config.get("Labels") or {}
+            if any(not _label_matches(f, labels) for f in filters.get("label", [])):
+                continue
+            created = parse_rfc3339(img.config.created)
+            if before is not None and created >= before:
+                continue
+            if since is not None and created <= since:
+                continue
+            out.append(self.summary(img))
+        out.sort(key=lambda s: s["Created"], reverse=True)
+        return out
+
+    @staticmethod
+    def _ref_matches(pattern: str, tags: list[str]) -> bool:
+        for t in tags:
+            fam = familiar(t)
+            repo = fam.rsplit(":", 1)[0] if ":" in fam.rsplit("/", 1)[-1] else fam
+            if fnmatch.fnmatchcase(fam, pattern) or fnmatch.fnmatchcase(repo, pattern):
+                return True
+        return False
+
+    # ------------------------------------------------------------------ tag / remove
+
+    def tag(self, source: str, repo: str, tag: str | None) -> str:
+        image_id = self.resolve_id(source)
+        ref = reference.parse_repo_tag(repo, tag)
+        if ref.digest:
+            raise InvalidArgument("refusing to create a tag with a digest reference")
+        with self._lock:
+            self.metadata.tag(str(ref), image_id)
+        return ref.familiar()
+
+    def remove(self, name: str, force: bool = False, in_use: Callable[[str], str | None] | None = None) -> list[dict[str, str]]:
+        """docker rmi: untag a name, and delete the image once nothing refers to it."""
+        with self._lock:
+            image_id = self.resolve_id(name)
+            rec = self.metadata.get(image_id)
+            short = image_id.removeprefix("sha256:")[:12]
+            by_id = name.removeprefix("sha256:") and image_id.removeprefix("sha256:").startswith(name.removeprefix("sha256:"))
+            if by_id and not self.metadata.by_tag(_full(name)) and not self.metadata.by_digest(_full(name)):
+                repos = {_repo_of(n) for n in rec.tags + rec.digests}
+                if len(repos) > 1 and not force:
+                    raise Conflict(f"conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories")
+                out = [{"Untagged": familiar(n)} for n in rec.tags + rec.digests]
+            else:
+                ref = reference.parse(name)
+                key = str(ref)
+                if ref.digest:
+                    self.metadata.remove_digest(f"{ref.name}@{ref.digest}")
+                else:
+                    self.metadata.untag(key)
+                out = [{"Untagged": ref.familiar()}]
+                rec = self.metadata.get(image_id)
+                if rec.tags:
+                    return out
+                # last tag gone: the digests of the same repository go with it (docker does this)
+                out += [{"Untagged": familiar(d)} for d in rec.digests]
+            if in_use and (user := in_use(image_id)) and not force:
+                raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - image is being used by {user}")
+            img = self._load(rec)
+            self.metadata.delete(image_id)
+            out.append({"Deleted": image_id})
+            out += [{"Deleted": c} for c in self._collect(img)]
+            return out
+
+    def _collect(self, removed: Image) -> list[str]:
+        """Delete the blobs and layer snapshots of ``removed`` that no other image uses."""
+        keep_blobs: set[str] = set()
+        keep_chains: set[str] = set()
+        for rec in self.metadata.list():
+            try:
+                other = self._load(rec)
+            except (NotFound, DataCorruption):
+                continue
+            keep_blobs |= {rec.manifest.digest, rec.id, *(layer.digest for layer in other.manifest.layers)}
+            keep_chains.update(other.chain)
+        for d in [removed.record.manifest.digest, removed.id, *(layer.digest for layer in removed.manifest.layers)]:
+            if d not in keep_blobs and self.content.exists(d):
+                self.content.delete(d)
+        deleted = []
+        for c in reversed(removed.chain):
+            if c in keep_chains:
+                break
+            try:
+                self.snapshotter.remove(c)
+            except NotFound:
+                continue
+            except Conflict:  # a container's layer sits on it
+                break
+            deleted.append(c)
+        return deleted
+
+    # ------------------------------------------------------------------ unpack
+
+    def unpack(self, manifest: Manifest, config: ImageConfig, progress: Progress | None = None) -> int:
+        """Make sure every layer of the image is a committed snapshot; returns the image size."""
+        diff_ids = config.diff_ids
+        if len(diff_ids) != len(manifest.layers):
+            raise DataCorruption(f"invalid image: {len(manifest.layers)} layers but {len(diff_ids)} diff IDs")
+        chain = chain_ids(diff_ids)
+        parent = None
+        for layer, diff_id, name in zip(manifest.layers, diff_ids, chain, strict=True):
+            if not self._has_snapshot(name):
+                with self.content.open(layer.digest) as blob:
+                    self._apply(blob, parent, name, expected_diff_id=diff_id)
+            elif progress:
+                progress({"status": "Already exists", "id": layer.digest.removeprefix("sha256:")[:12]})
+            parent = name
+        return sum(self._layer_sizes(chain))
+
+    def _has_snapshot(self, name: str) -> bool:
+        try:
+            self.snapshotter.stat(name)
+            return True
+        except NotFound:
+            return False
+
+    def _apply(self, stream: BinaryIO, parent: str | None, name: str | None, expected_diff_id: str | None = None) -> tuple[str, int]:
+        """Apply one layer tar on top of ``parent`` and commit it under ``name`` (the chain ID;
+        None: computed from the diff ID, for layers whose diff ID is only known afterwards)."""
+        key = f"extract-{uuid.uuid4().hex}"
+        mounts = self.snapshotter.prepare(key, parent)
+        try:
+            result = apply_layer(stream, mounts)
+            if expected_diff_id and result.diff_id != expected_diff_id:
+                raise DataCorruption(f"layer diff ID mismatch: expected {expected_diff_id}, got {result.diff_id}")
+            if name is None:
+                name = chain_id(parent, result.diff_id)
+            if self._has_snapshot(name):
+                self.snapshotter.remove(key)
+            else:
+                self.snapshotter.commit(name, key, labels={SIZE_LABEL: str(result.size)})
+            return result.diff_id, result.size
+        except BaseException:
+            try:
+                self.snapshotter.remove(key)
+            except NotFound:
+                pass
+            raise
+
+    # ------------------------------------------------------------------ import / load / save
+
+    def import_image(
+        self, stream: BinaryIO, repo: str | None = None, tag: str | None = None,
+        changes: Iterable[str] = (), message: str = "", source: str = "-",
+    ) -> str:
+        """docker import: a root filesystem tar (any compression) becomes a one-layer image."""
+        ref = reference.parse_repo_tag(repo, tag) if repo else None
+        config_section: dict[str, Any] = {}
+        for change in changes:
+            apply_change(config_section, change)
+        with self._lock:
+            before = self._state()
+            writer = self.content.writer(f"import-{uuid.uuid4().hex}")
+            try:
+                try:
+                    tee = _Tee(stream, writer)
+                    diff_id, size = self._apply(io.BufferedReader(tee, 1 << 20), None, None)
+                    raw_head = tee.head
+                    layer_digest = writer.commit()
+                except BaseException:
+                    writer.abort()
+                    raise
+                created = now_rfc3339()
+                history = [{"created": created, "comment": message or f"Imported from {source}"}]
+                cfg = new_config([diff_id], created=created, config=config_section, history=history)
+                layer = Descriptor(mt.layer_type(detect_compression(raw_head), oci=False), layer_digest, self.content.info(layer_digest).size)
+                self._record(cfg, [layer], [str(ref)] if ref else [], size)
+            except BaseException:
+                self._rollback(before)
+                raise
+        return cfg.id
+
+    def _record(self, cfg: ImageConfig, layers: list[Descriptor], names: list[str], size: int) -> Image:
+        config_digest = self.content.put(cfg.raw)
+        manifest = build_manifest(Descriptor(mt.DOCKER_CONFIG, config_digest, len(cfg.raw)), layers)
+        self.content.put(manifest.raw)
+        rec = ImageRecord(cfg.id, Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)), size)
+        self._retag(rec, names)
+        return Image(rec, manifest, cfg)
+
+    def _retag(self, rec: ImageRecord, names: list[str], digests: list[str] = ()) -> None:
+        self.metadata.add(rec, tags=[n for n in names if "@" not in n], digests=[*digests, *(n for n in names if "@" in n)])
+
+    def _state(self) -> tuple[set[str], set[str]]:
+        return {b.digest for b in self.content.walk()}, {i.name for i in self.snapshotter.walk()}
+
+    def _rollback(self, before: tuple[set[str], set[str]]) -> None:
+        """Remove the blobs and snapshots an operation added that no image references."""
+        blobs_before, snaps_before = before
+        referenced: set[str] = set()
+        chains: set[str] = set()
+        for rec in self.metadata.list():
+            try:
+                img = self._load(rec)
+            except (NotFound, DataCorruption):
+                continue
+            referenced |= {rec.manifest.digest, rec.id, *(layer.digest for layer in img.manifest.layers)}
+            chains.update(img.chain)
+        blobs_now, snaps_now = self._state()
+        for blob in blobs_now - blobs_before - referenced:
+            self.content.delete(blob)
+        # children before parents
+        for name in sorted(snaps_now - snaps_before - chains, key=lambda n: -len(_ancestry(self.snapshotter, n))):
+            try:
+                self.snapshotter.remove(name)
+            except (Conflict, NotFound):
+                pass
+
+    def load(self, stream: BinaryIO, progress: Progress | None = None) -> list[str]:
+        """docker load; returns the "Loaded image" lines."""
+        with self._lock:
+            before = self._state()
+            try:
+                loaded = transfer.load(self.content, stream)
+                lines = []
+                for item in loaded:
+                    size = self.unpack(item.manifest, item.config, progress)
+                    rec = ImageRecord(item.config.id, Descriptor(item.manifest.media_type, item.manifest.digest, len(item.manifest.raw)), size)
+                    self._retag(rec, item.names)
+                    if item.names:
+                        lines += [f"Loaded image: {familiar(n)}" for n in item.names]
+                    else:
+                        lines.append(f"Loaded image ID: {rec.id}")
+                return lines
+            except BaseException:
+                self._rollback(before)
+                raise
+
+    def save(self, names: list[str], out: BinaryIO) -> None:
+        """docker save of one or more images (by name or ID) as one archive."""
+        exports: dict[str, transfer.ExportImage] = {}
+        for name in names:
+            img = self.resolve(name)
+            exp = exports.setdefault(img.id, transfer.ExportImage(img.record.manifest, []))
+            ref = None
+            try:
+                ref = reference.parse(name)
+            except InvalidArgument:
+                pass
+            by_id = ref is None or img.id.removeprefix("sha256:").startswith(name.removeprefix("sha256:"))
+            if by_id and not self.metadata.by_tag(_full(name)):
+                exp.names.extend(t for t in img.record.tags if t not in exp.names)
+            elif ref is not None and not ref.digest and str(ref) not in exp.names:
+                exp.names.append(str(ref))
+        transfer.save(self.content, list(exports.values()), out)
+
+    def count(self) -> int:
+        return self.metadata.count()
+
+
+def _ancestry(snapshotter: Any, name: str) -> list[str]:
+    out = []
+    current: str | None = name
+    while current:
+        out.append(current)
+        try:
+            current = snapshotter.stat(current).parent
+        except NotFound:
+            break
+    return out
+
+
+def _full(name: str) -> str:
+    try:
+        ref = reference.parse(name)
+    except InvalidArgument:
+        return name
+    return f"{ref.name}@{ref.digest}" if ref.digest else str(ref)
+
+
+def _repo_of(name: str) -> str:
+    if "@" in name:
+        return name.split("@", 1)[0]
+    return name.rsplit(":", 1)[0]
+
+
+def _label_matches(flt: str, labels: dict[str, str]) -> bool:
+    key, eq, value = flt.partition("=")
+    if key not in labels:
+        return False
+    return not eq or labels[key] == value
+
+
+__all__ = ["ImageService", "Image", "sha256_digest"]

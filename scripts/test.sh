@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what the tests need (apt and pip, into .venv) and run the whole suite.
+# Run as root on Debian/Ubuntu: the tests mount overlays and start dockyardd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+apt_packages=(busybox-static skopeo python3-venv)
+missing=()
+for p in "${apt_packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+.venv/bin/ruff check dockyard tests bench
+exec .venv/bin/python -m pytest -q -ra "$@"

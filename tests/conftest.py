@@ -1,0 +1,163 @@
+"""Fixtures every issue uses: a busybox root filesystem from the host's static busybox,
+a dockyardd on a temporary root and socket, and a runner for the dockyard CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def mounts_under(path: str) -> list[str]:
+    prefix = os.path.realpath(path).rstrip("/") + "/"
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mountpoint = line.split()[4].replace("\\040", " ")
+            if (mountpoint + "/").startswith(prefix):
+                out.append(mountpoint)
+    return out
+
+
+@pytest.fixture(scope="session")
+def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root filesystem tar made from the host's busybox-static, with its applet links."""
+    if shutil.which("busybox") is None:
+        pytest.skip("busybox not installed (apt-get install busybox-static)")
+    out = tmp_path_factory.mktemp("busybox") / "busybox-rootfs.tar"
+    subprocess.run([str(REPO / "contrib" / "mkrootfs-busybox"), str(out)], check=True)
+    return out
+
+
+@dataclass
+class Daemon:
+    root: Path
+    socket: str
+    proc: subprocess.Popen
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def cli(self, *args: str, input: bytes | None = None, check: bool = True, timeout: float = 120,
+            raw: bool = False) -> subprocess.CompletedProcess:
+        """Run the dockyard CLI against this daemon; text output unless ``raw``."""
+        res = subprocess.run(
+            [sys.executable, "-m", "dockyard.cli.main", "-H", self.host, *args],
+            input=input, capture_output=True, timeout=timeout, env=self.env,
+        )
+        res.stderr = res.stderr.decode(errors="replace")
+        if not raw:
+            res.stdout = res.stdout.decode(errors="replace")
+        if check and res.returncode != 0:
+            raise AssertionError(f"dockyard {' '.join(args)} failed ({res.returncode}): {res.stderr}")
+        return res
+
+    def docker(self, *args: str, input: bytes | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run the official docker CLI against this daemon."""
+        docker = shutil.which("docker")
+        if docker is None:
+            pytest.skip("the docker CLI is not installed")
+        env = {**self.env, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "0", "DOCKER_CONFIG": str(self.root / "docker-config")}
+        res = subprocess.run([docker, *args], input=input, capture_output=True, timeout=timeout, env=env)
+        res.stdout, res.stderr = res.stdout.decode(errors="replace"), res.stderr.decode(errors="replace")
+        if check and res.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({res.returncode}): {res.stderr}")
+        return res
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+
+
+def start_daemon(root: Path, *extra: str) -> Daemon:
+    root.mkdir(parents=True, exist_ok=True)
+    exec_root = root / "exec"
+    sock = str(exec_root / "dockyard.sock")
+    log = root / "daemon.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    logf = open(log, "wb")  # noqa: SIM115 - the daemon owns it for its lifetime
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dockyard.daemon.main", "--data-root", str(root / "data"),
+         "--exec-root", str(exec_root), "-H", f"unix://{sock}", *extra],
+        stdout=logf, stderr=subprocess.PIPE, env=env,
+    )
+    # readiness is an event: the daemon prints "ready" once every socket listens
+    assert proc.stderr is not None
+    lines = []
+    for raw in proc.stderr:
+        line = raw.decode(errors="replace")
+        lines.append(line)
+        if "ready" in line:
+            break
+    else:
+        proc.wait()
+        raise RuntimeError("dockyardd did not start:\n" + "".join(lines))
+    # keep draining stderr into the log so the daemon never blocks on a full pipe
+    def _drain(stream=proc.stderr, sink=logf):
+        for chunk in stream:
+            sink.write(chunk)
+            sink.flush()
+
+    import threading
+
+    threading.Thread(target=_drain, daemon=True).start()
+    return Daemon(root=root, socket=sock, proc=proc, log=log, env=env)
+
+
+def _stop_and_check(d: Daemon) -> None:
+    d.stop()
+    assert d.proc.returncode == 0, f"dockyardd exited with {d.proc.returncode}: {d.log.read_text()[-3000:]}"
+    left = mounts_under(str(d.root))
+    assert not left, f"mounts left behind: {left}"
+    assert not os.path.exists(d.socket), "socket left behind"
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One dockyardd for the session (tests that need an empty store use ``fresh_daemon``)."""
+    d = start_daemon(tmp_path_factory.mktemp("dockyardd"))
+    try:
+        yield d
+    finally:
+        _stop_and_check(d)
+
+
+@pytest.fixture
+def fresh_daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = start_daemon(tmp_path / "d")
+    try:
+        yield d
+    finally:
+        _stop_and_check(d)
+
+
+@pytest.fixture(scope="session")
+def busybox_image(daemon: Daemon, busybox_tar: Path) -> str:
+    """busybox:latest imported into the session daemon; returns the image ID."""
+    res = daemon.cli("import", "-c", 'CMD ["sh"]', "-c", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                     str(busybox_tar), "busybox:latest")
+    image_id = res.stdout.strip()
+    assert image_id.startswith("sha256:"), res.stdout
+    return image_id
+
+
+def store_state(d: Daemon) -> dict:
+    """A fingerprint of the daemon's stores: blobs, snapshots, image records."""
+    data = d.root / "data"
+    blobs = sorted(p.name for p in (data / "content" / "blobs" / "sha256").glob("*"))
+    listing = d.cli("images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}").stdout.splitlines()
+    snapdirs = sorted(str(p.relative_to(data)) for p in (data / "snapshots").glob("*/snapshots/*"))
+    return {"blobs": blobs, "images": sorted(listing), "snapshots": snapdirs}
