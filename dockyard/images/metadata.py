@@ -55,8 +55,7 @@ class MetadataStore:
     def __init__(self, path: str) -> None:
         self._path = path
         self._local = threading.local()
-        with self._tx() as db:
-            db.executescript(_SCHEMA)
+        self._db().executescript(_SCHEMA)  # executescript runs its own transaction
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
