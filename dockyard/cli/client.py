@@ -456,7 +456,7 @@ class APIClient:
     def unreachable_message(self) -> str:
         return (
             f"Cannot connect to the dockyard daemon at {self.display_host}. "
-            "Is the docker daemon running?"
+            "Is the dockyard daemon running?"
         )
 
     def _release(self, conn: Any) -> None:

@@ -80,11 +80,11 @@ def cmd_images(ctx: Context, args: list[str], prog: str = "dockyard images") -> 
                 "ID": image_id,
                 "CreatedSince": units.time_ago(img.get("Created", 0), now) if img.get("Created") else "N/A",
                 "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(img.get("Created", 0))),
-                "Size": units.human_size(img.get("Size", 0)),
+                "Size": units.human_size(img.get("Size", 0), 3),
                 "Containers": "N/A" if img.get("Containers", -1) < 0 else str(img["Containers"]),
                 "SharedSize": "N/A",
                 "UniqueSize": "N/A",
-                "VirtualSize": units.human_size(img.get("Size", 0)),
+                "VirtualSize": units.human_size(img.get("Size", 0), 3),
             })
     if o.quiet:
         for r in rows:
@@ -202,7 +202,7 @@ def cmd_history(ctx: Context, args: list[str], prog: str = "dockyard history") -
             "CreatedSince": units.time_ago(h["Created"], now) if o.human else time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(h["Created"])),
             "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(h["Created"])),
             "CreatedBy": created_by,
-            "Size": units.human_size(h.get("Size", 0)) if o.human else str(h.get("Size", 0)),
+            "Size": units.human_size(h.get("Size", 0), 3) if o.human else str(h.get("Size", 0)),
             "Comment": h.get("Comment", ""),
         })
     if o.quiet:
