@@ -275,7 +275,7 @@ def test_daemon_unreachable_missing_socket(short_tmp: Path) -> None:
     with pytest.raises(DaemonUnreachable) as info:
         APIClient(host).get("/info")
     assert str(info.value) == (
-        f"Cannot connect to the dockyard daemon at {host}. Is the docker daemon running?"
+        f"Cannot connect to the dockyard daemon at {host}. Is the dockyard daemon running?"
     )
     with pytest.raises(DaemonUnreachable, match="Cannot connect"):
         APIClient(host).hijack("POST", "/containers/x/attach")
@@ -290,7 +290,7 @@ def test_daemon_unreachable_refused_tcp() -> None:
         APIClient(f"tcp://127.0.0.1:{port}").get("/info")
     assert str(info.value) == (
         f"Cannot connect to the dockyard daemon at tcp://127.0.0.1:{port}. "
-        "Is the docker daemon running?"
+        "Is the dockyard daemon running?"
     )
 
 
