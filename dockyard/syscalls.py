@@ -191,3 +191,112 @@ def fsconfig_fd(fd: int, key: str, value_fd: int) -> None:
         ctypes.c_int(value_fd),
         context=f"fsconfig {key}=<fd {value_fd}>",
     )
+
+
+# --------------------------------------------------------------------------- namespaces, process
+
+
+class CloneFlag(enum.IntFlag):
+    NEWNS = 0x00020000
+    NEWCGROUP = 0x02000000
+    NEWUTS = 0x04000000
+    NEWIPC = 0x08000000
+    NEWUSER = 0x10000000
+    NEWPID = 0x20000000
+    NEWNET = 0x40000000
+    NEWTIME = 0x00000080
+
+
+# OCI namespace type -> clone flag
+NAMESPACE_FLAGS = {
+    "mount": CloneFlag.NEWNS,
+    "cgroup": CloneFlag.NEWCGROUP,
+    "uts": CloneFlag.NEWUTS,
+    "ipc": CloneFlag.NEWIPC,
+    "user": CloneFlag.NEWUSER,
+    "pid": CloneFlag.NEWPID,
+    "network": CloneFlag.NEWNET,
+    "time": CloneFlag.NEWTIME,
+}
+# OCI namespace type -> the file under /proc/<pid>/ns/
+NAMESPACE_FILES = {
+    "mount": "mnt", "cgroup": "cgroup", "uts": "uts", "ipc": "ipc", "user": "user",
+    "pid": "pid", "network": "net", "time": "time",
+}
+
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(int(flags)), f"unshare {CloneFlag(flags)!r}")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(fd, int(nstype)), f"setns fd {fd} type {nstype:#x}")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), f"sethostname {name!r}")
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.setdomainname(raw, len(raw)), f"setdomainname {name!r}")
+
+
+class Prctl(enum.IntEnum):
+    SET_PDEATHSIG = 1
+    SET_DUMPABLE = 4
+    SET_KEEPCAPS = 8
+    SET_NAME = 15
+    CAPBSET_READ = 23
+    CAPBSET_DROP = 24
+    SET_CHILD_SUBREAPER = 36
+    SET_NO_NEW_PRIVS = 38
+    GET_NO_NEW_PRIVS = 39
+    CAP_AMBIENT = 47
+
+
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(_libc.prctl(int(option), arg2, arg3, arg4, arg5), f"prctl {option}")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_libc.capget.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
+_libc.capset.argtypes = [ctypes.POINTER(_CapHeader), ctypes.POINTER(_CapData)]
+
+
+def capget(pid: int = 0) -> tuple[int, int, int]:
+    """(effective, permitted, inheritable) as 64-bit masks."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, pid)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(hdr), data), "capget")
+    return tuple(data[0].__getattribute__(f) | (data[1].__getattribute__(f) << 32) for f in ("effective", "permitted", "inheritable"))  # type: ignore[return-value]
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(hdr), data), "capset")
