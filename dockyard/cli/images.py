@@ -233,10 +233,14 @@ def cmd_image_inspect(ctx: Context, args: list[str], prog: str = "dockyard image
     p.add_argument("-f", "--format")
     p.add_argument("--platform")
     o = p.parse_args(args)
+    return _inspect_images(ctx, o.images, o.format, "Error response from daemon: No such image: {}")
+
+
+def _inspect_images(ctx: Context, names: list[str], fmt: str | None, missing_message: str) -> int:
     from dockyard.cli.client import APIError
 
     found, missing = [], []
-    for name in o.images:
+    for name in names:
         try:
             found.append(ctx.client.get(f"/images/{name}/json").json())
         except APIError as e:
@@ -244,9 +248,9 @@ def cmd_image_inspect(ctx: Context, args: list[str], prog: str = "dockyard image
                 raise
             missing.append(name)
     if found or not missing:
-        print_json_or_format(ctx, found, o.format)
+        print_json_or_format(ctx, found, fmt)
     for name in missing:
-        ctx.error(f"Error response from daemon: No such image: {name}")
+        ctx.error(missing_message.format(name))
     return 1 if missing else 0
 
 
@@ -259,21 +263,7 @@ def cmd_inspect(ctx: Context, args: list[str], prog: str = "dockyard inspect") -
     o = p.parse_args(args)
     if o.type and o.type != "image":
         raise CLIError(f"\"{o.type}\" is not a valid value for --type", 125)
-    from dockyard.cli.client import APIError
-
-    found, missing = [], []
-    for name in o.names:
-        try:
-            found.append(ctx.client.get(f"/images/{name}/json").json())
-        except APIError as e:
-            if e.status != 404:
-                raise
-            missing.append(name)
-    if found or not missing:
-        print_json_or_format(ctx, found, o.format)
-    for name in missing:
-        ctx.error(f"Error: No such object: {name}")
-    return 1 if missing else 0
+    return _inspect_images(ctx, o.names, o.format, "Error: No such object: {}")
 
 
 # ------------------------------------------------------------------ save / load

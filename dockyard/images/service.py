@@ -308,17 +308,22 @@ class ImageService:
             out += [{"Deleted": c} for c in self._collect(img)]
             return out
 
-    def _collect(self, removed: Image) -> list[str]:
-        """Delete the blobs and layer snapshots of ``removed`` that no other image uses."""
-        keep_blobs: set[str] = set()
-        keep_chains: set[str] = set()
+    def _references(self) -> tuple[set[str], set[str]]:
+        """The blobs and layer snapshots (chain IDs) that recorded images use."""
+        blobs: set[str] = set()
+        chains: set[str] = set()
         for rec in self.metadata.list():
             try:
-                other = self._load(rec)
+                img = self._load(rec)
             except (NotFound, DataCorruption):
                 continue
-            keep_blobs |= {rec.manifest.digest, rec.id, *(layer.digest for layer in other.manifest.layers)}
-            keep_chains.update(other.chain)
+            blobs |= {rec.manifest.digest, rec.id, *(layer.digest for layer in img.manifest.layers)}
+            chains.update(img.chain)
+        return blobs, chains
+
+    def _collect(self, removed: Image) -> list[str]:
+        """Delete the blobs and layer snapshots of ``removed`` that no other image uses."""
+        keep_blobs, keep_chains = self._references()
         for d in [removed.record.manifest.digest, removed.id, *(layer.digest for layer in removed.manifest.layers)]:
             if d not in keep_blobs and self.content.exists(d):
                 self.content.delete(d)
@@ -433,15 +438,7 @@ class ImageService:
     def _rollback(self, before: tuple[set[str], set[str]]) -> None:
         """Remove the blobs and snapshots an operation added that no image references."""
         blobs_before, snaps_before = before
-        referenced: set[str] = set()
-        chains: set[str] = set()
-        for rec in self.metadata.list():
-            try:
-                img = self._load(rec)
-            except (NotFound, DataCorruption):
-                continue
-            referenced |= {rec.manifest.digest, rec.id, *(layer.digest for layer in img.manifest.layers)}
-            chains.update(img.chain)
+        referenced, chains = self._references()
         blobs_now, snaps_now = self._state()
         for blob in blobs_now - blobs_before - referenced:
             self.content.delete(blob)
