@@ -117,6 +117,10 @@ def main() -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait()
+        # what the kernel and this disk cost on their own: GNU tar unpacking the same tar
+        untar = work / "untar"
+        untar.mkdir()
+        rows.append(("GNU tar -x (baseline)", "unpack the same rootfs", timed(["tar", "-xf", str(rootfs), "-C", str(untar), "--numeric-owner"], env)))
         for engine in ("docker", "podman"):
             if docker_engine_available(engine):
                 rows.append((engine, "import", timed([engine, "import", "-", "bench:1"], env, rootfs)))
