@@ -11,7 +11,8 @@ runtime/capabilities.py  CAPS (name -> number), DEFAULT_CAPS (docker's 14), pars
                          permitted, effective, ambient).
 runtime/seccomp.py       libseccomp through ctypes: load(oci_seccomp: dict) installs a filter
                          from the OCI linux.seccomp section; default_profile(caps) builds one
-                         with docker's default semantics. Unknown syscalls -> InvalidArgument.
+                         with docker's default semantics. Syscall names libseccomp does not
+                         know are skipped, as runc does (validate(strict=True) rejects them).
 runtime/cgroups/         open_cgroup(path) -> Cgroup for the host's version (v1 or v2):
                          create(resources), add(pid), update(resources), freeze(), thaw(),
                          state(), stats(), pids(), oom_kills(), destroy().
