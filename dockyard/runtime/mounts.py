@@ -571,7 +571,8 @@ def _mount_cgroup1(ctx: RootContext, dest: str, opts: MountOptions, hierarchies:
     own = own_cgroups()
     cgroupns = "cgroup" in ctx.namespaces
     for mi in hierarchies:
-        line = _own_line(mi, own)
+        # on a hybrid host the v1 container sees the v1 hierarchies only, as with runc
+        line = _own_line(mi, own) if mi.fstype == "cgroup" else None
         if line is None:
             continue
         name = os.path.basename(mi.mount_point)
@@ -591,12 +592,8 @@ def _mount_cgroup1(ctx: RootContext, dest: str, opts: MountOptions, hierarchies:
             continue
         mount_bind(ctx, src, sub, replace(fresh, flags=per_mount | MS_BIND | MS_REC, data=[]))
         _comount_links(ctx, dest, name)
-    if opts.flags & MS_RDONLY:
-        fd = open_in_root(ctx.rootfd, dest)
-        try:
-            remount(fd_path(fd), per_mount | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, keep=kept_flags(fd))
-        finally:
-            os.close(fd)
+    # The tmpfs itself stays writable, as runc leaves it: the hierarchies in it are
+    # read-only, and what a container writes there is its own tmpfs.
 
 
 def _comount_links(ctx: RootContext, dest: str, name: str) -> None:

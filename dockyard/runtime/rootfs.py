@@ -330,9 +330,8 @@ def mask_path(path: str) -> None:
         is_dir = stat.S_ISDIR(os.stat(path).st_mode)
     except (FileNotFoundError, NotADirectoryError):
         return
-    if is_dir:
-        _in_context(f"masking {path}", syscalls.mount, "tmpfs", path, "tmpfs",
-                    MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+    if is_dir:  # an empty read-only tmpfs; the same flags as runc's, so mounts compare equal
+        _in_context(f"masking {path}", syscalls.mount, "tmpfs", path, "tmpfs", MS_RDONLY, None)
     else:
         _in_context(f"masking {path}", syscalls.mount, "/dev/null", path, None, MS_BIND)
 
