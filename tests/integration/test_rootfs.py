@@ -302,7 +302,9 @@ def _default_facts() -> dict[str, Any]:
         "/proc/irq/default_smp_affinity": _errno_of(lambda: _write("/proc/irq/default_smp_affinity", "1")),
         "/newfile": _errno_of(lambda: _write("/newfile")),
         "/sys/probe": _errno_of(lambda: os.mkdir("/sys/probe")),
-        "/sys/fs/cgroup/probe": _errno_of(lambda: os.mkdir("/sys/fs/cgroup/probe")),
+        # the hierarchies are read-only (on v1 the tmpfs holding them stays rw, as with runc)
+        "/sys/fs/cgroup/<hierarchy>/probe": _errno_of(lambda: os.mkdir(
+            "/sys/fs/cgroup/probe" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "/sys/fs/cgroup/memory/probe")),
     }
     if os.path.exists("/proc/sysrq-trigger"):
         facts["write_errors"]["/proc/sysrq-trigger"] = _errno_of(lambda: _write("/proc/sysrq-trigger", "h"))
@@ -325,7 +327,7 @@ def test_default_container(bundle: Path, tmp_path: Path) -> None:
     assert fstypes.pop("/sys/fs/cgroup") == ("cgroup2" if _host_cgroup_v2() else "tmpfs")
     assert fstypes == {"/proc": "proc", "/dev": "tmpfs", "/dev/pts": "devpts", "/dev/shm": "tmpfs",
                        "/dev/mqueue": "mqueue", "/sys": "sysfs", "/tmp": "tmpfs"}
-    assert f["ro"] == {"/": True, "/sys": True, "/sys/fs/cgroup": True, "/dev": False, "/dev/shm": False,
+    assert f["ro"] == {"/": True, "/sys": True, "/sys/fs/cgroup": _host_cgroup_v2(), "/dev": False, "/dev/shm": False,
                        "/tmp": False, "/proc": False, "/proc/sys": True}
     assert f["devices"] == {"null": [True, 1, 3, 0o666, 0], "zero": [True, 1, 5, 0o666, 0],
                             "full": [True, 1, 7, 0o666, 0], "random": [True, 1, 8, 0o666, 0],
@@ -670,7 +672,7 @@ def test_cgroup_namespace_and_cgroup2(bundle: Path) -> None:
         return {"cg": cg, "own": own, "ro": _is_ro("/sys/fs/cgroup")}
 
     f = ok(run_container(bundle, spec, post=post))["post"]
-    assert f["ro"]
+    assert f["ro"] == _host_cgroup_v2()  # a v1 tmpfs stays rw, as with runc
     if _host_cgroup_v2():
         assert f["cg"] == {"/sys/fs/cgroup": "cgroup2"}
     else:
