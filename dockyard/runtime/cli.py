@@ -98,6 +98,7 @@ _COMMANDS: dict[str, tuple[dict[str, tuple[str, str]], tuple[str, ...], str | No
         "no-new-privs": ("no_new_privs", _B), "detach": ("detach", _B), "d": ("detach", _B),
         "pid-file": ("pid_file", _S), "preserve-fds": ("preserve_fds", _I),
     }, ("id",), "args"),
+    "events": ({"stats": ("stats", _B)}, ("id",), None),
     "spec": ({"bundle": ("bundle", _S), "b": ("bundle", _S), "rootless": ("rootless", _B)}, (), None),
     "features": ({}, (), None),
 }
@@ -118,6 +119,7 @@ commands (runc's interface):
   exec   [--process P | -t -u UID[:GID] --cwd D -e K=V --cap C --no-new-privs ...] [-d] ID [ARGS...]
   ps     [--format table|json] ID [PS-ARGS...]
   list   [--format table|json] [-q]
+  events --stats ID
   spec   [--bundle B]
   features
 """
@@ -259,6 +261,10 @@ def _dispatch(a: Args, log: _Log) -> int:
         rt.start(a.id)
     elif a.cmd == "state":
         _print_json(rt.state(a.id))
+    elif a.cmd == "events":
+        if not a.stats:
+            raise UsageError("events: only --stats (one report) is supported")
+        _print_json({"type": "stats", "id": a.id, "data": rt.stats(a.id)})
     elif a.cmd == "kill":
         rt.kill(a.id, parse_signal(a.signal), all_processes=a.all)
     elif a.cmd == "delete":

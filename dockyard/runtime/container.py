@@ -115,7 +115,23 @@ class Runtime:
     # ------------------------------------------------------------------ queries
 
     def state(self, container_id: str) -> dict[str, Any]:
-        return self.store.load(container_id).public()
+        state = self.store.load(container_id)
+        doc = state.public()
+        if doc["status"] != "created":
+            # the OOM-killed flag lives in the cgroup, which stays until delete
+            with contextlib.suppress(OSError, DockyardError):
+                cg = _cgroup(state)
+                if cg.exists():
+                    doc["oomKilled"] = cg.oom_kills() > 0
+        return doc
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """Memory, cpu and pids figures of the container's cgroup (runc's ``events --stats``)."""
+        state = self.store.load(container_id)
+        cg = _cgroup(state)
+        if not cg.exists():
+            raise Conflict(f'container "{container_id}" is not running')
+        return cg.stats()
 
     def list(self) -> list[dict[str, Any]]:
         out = []

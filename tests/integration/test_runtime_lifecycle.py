@@ -563,3 +563,29 @@ def test_no_pivot(rt: RuntimeCLI, tmp_path: Path) -> None:
     out = rt("run", "--no-pivot", "--bundle", bundle, rt.new_id()).stdout.split()
     assert out[0] == "root:x:0:0:root:/root:/bin/sh"
     assert "busybox" not in out and "bin" in out
+
+
+def test_oom_killed_flag_and_stats(rt: RuntimeCLI, tmp_path: Path) -> None:
+    """A container over its memory limit dies with 137 and its state says oomKilled;
+    `events --stats` reports the cgroup's figures while it runs."""
+    limit = 16 << 20
+    hog = make_bundle(tmp_path, ["sh", "-c", "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}"],
+                      linux={"resources": {"memory": {"limit": limit, "swap": limit}}})
+    cid = rt.new_id()
+    res = rt("run", "--keep", "--bundle", hog, cid, check=False)
+    assert res.returncode == 137, res.stderr
+    state = rt.state(cid)
+    assert state["status"] == "stopped" and state["oomKilled"] is True
+    rt("delete", cid)
+
+    idle = make_bundle(tmp_path, ["sleep", "3600"], linux={"resources": {"memory": {"limit": 64 << 20}, "pids": {"limit": 50}}})
+    cid = rt.new_id()
+    rt("run", "-d", "--bundle", idle, cid)
+    assert rt.state(cid)["oomKilled"] is False
+    stats = json.loads(rt("events", "--stats", cid).stdout)
+    assert stats["type"] == "stats" and stats["id"] == cid
+    assert stats["data"]["memory"]["limit"] == 64 << 20 and stats["data"]["memory"]["usage"] > 0
+    assert stats["data"]["pids"] == {"current": 1, "limit": 50}
+    assert stats["data"]["cpu"]["usage"] > 0
+    rt("delete", "-f", cid)
+    assert "does not exist" in rt.fail("events", "--stats", cid)
