@@ -53,6 +53,35 @@ def split_lifecycle(base: list[str], bundle: Path, runs: int, env: dict[str, str
     return out
 
 
+def host_side_pss(marker: str) -> tuple[int, int]:
+    """(processes, PSS kB) of host processes whose command line has ``marker``."""
+    count = pss = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if marker.encode() not in cmd or int(pid) == os.getpid():
+                continue
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+            count += 1
+        except OSError:
+            continue
+    return count, pss
+
+
+def idle_cost(base: list[str], bundle: Path, env: dict[str, str], n: int, marker: str) -> tuple[int, int]:
+    """Start n idle containers detached, measure what stays on the host besides them."""
+    ids = [f"idle-{os.getpid()}-{i}" for i in range(n)]
+    for cid in ids:
+        subprocess.run([*base, "run", "-d", "--bundle", str(bundle), cid], env=env, check=True)
+    try:
+        return host_side_pss(marker)
+    finally:
+        for cid in ids:
+            subprocess.run([*base, "delete", "-f", cid], env=env, check=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=30)
@@ -74,6 +103,9 @@ def main() -> None:
             results["runc create/start/wait/delete"] = split_lifecycle(runc, bundle, args.runs, env)
         for name, values in results.items():
             rows.append((name, statistics.median(values) * 1000, min(values) * 1000))
+        sleeper = make_bundle(work, ["sleep", "3600"])
+        procs, pss = idle_cost(ours, sleeper, env, 10, "dockyard.runtime")
+        print(f"# 10 idle containers: {procs} dockyard-runtime processes stay on the host, {pss} kB PSS in all")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"| runtime: busybox `true` ({args.runs} runs) | median ms | min ms |")
