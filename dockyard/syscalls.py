@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import enum
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -21,7 +20,7 @@ _NR = {
     "fsconfig": 431,
     "fsmount": 432,
     "move_mount": 429,
-    "pivot_root": 155 if platform.machine() == "x86_64" else 41,
+    "pivot_root": 155 if os.uname().machine == "x86_64" else 41,
 }
 
 
@@ -359,3 +358,65 @@ def mount_setattr(fd: int, attr_set: int, attr_clr: int = 0, *, recursive: bool 
         context=f"mount_setattr fd {fd} set {int(attr_set):#x} clear {int(attr_clr):#x}",
     )
 # --------------------------------------------------------------------------- end mount_setattr
+
+
+# --------------------------------------------------------------------------- inotify
+# (added for dockyard.logs) inotify(7): `logs -f` follows a json-file log that another
+# process (the supervisor) appends to and rotates; the follower blocks on this fd instead
+# of polling. The stdlib has no wrapper; events are parsed from os.read() on the fd.
+
+
+class InotifyMask(enum.IntFlag):
+    MODIFY = 0x00000002
+    ATTRIB = 0x00000004
+    CLOSE_WRITE = 0x00000008
+    MOVED_FROM = 0x00000040
+    MOVED_TO = 0x00000080
+    CREATE = 0x00000100
+    DELETE = 0x00000200
+    DELETE_SELF = 0x00000400
+    MOVE_SELF = 0x00000800
+    Q_OVERFLOW = 0x00004000
+    IGNORED = 0x00008000
+    ONLYDIR = 0x01000000
+    ISDIR = 0x40000000
+
+
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+import struct as _struct  # noqa: E402 - kept inside this appended section
+
+_INOTIFY_EVENT_HEADER = 16  # struct inotify_event: int wd; u32 mask, cookie, len; char name[len]
+
+_libc.inotify_init1.argtypes = [ctypes.c_int]
+_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+
+
+def inotify_init1(flags: int = IN_NONBLOCK | IN_CLOEXEC) -> int:
+    return _check(_libc.inotify_init1(int(flags)), "inotify_init1")
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    return _check(_libc.inotify_add_watch(fd, os.fsencode(path), int(mask)), f"inotify_add_watch {path!r}")
+
+
+def inotify_rm_watch(fd: int, wd: int) -> None:
+    _check(_libc.inotify_rm_watch(fd, wd), f"inotify_rm_watch wd {wd}")
+
+
+def inotify_read(fd: int, bufsize: int = 65536) -> list[tuple[int, int, int, bytes]]:
+    """Every queued event as (wd, mask, cookie, name); [] when none is queued (non-blocking fd)."""
+    try:
+        buf = os.read(fd, bufsize)
+    except BlockingIOError:
+        return []
+    events = []
+    pos = 0
+    while pos + _INOTIFY_EVENT_HEADER <= len(buf):
+        wd, mask, cookie, length = _struct.unpack_from("iIII", buf, pos)  # native byte order
+        name = buf[pos + 16:pos + 16 + length].rstrip(b"\0")
+        events.append((wd, mask, cookie, name))
+        pos += _INOTIFY_EVENT_HEADER + length
+    return events
+# --------------------------------------------------------------------------- end inotify

@@ -9,6 +9,8 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends busybox-static python3-venv python3-pip >/dev/null
 python3 -m venv /opt/dockyard
 /opt/dockyard/bin/pip install -q --disable-pip-version-check .
+# bytecode for the runtime CLI's start-up (pip compiles the installed copy; this is the tree)
+/opt/dockyard/bin/python -m compileall -q dockyard
 ln -sf /opt/dockyard/bin/dockyard /opt/dockyard/bin/dockyardd /usr/local/bin/
 
 if ! dockyard version >/dev/null 2>&1; then

@@ -20,6 +20,8 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# bytecode for the runtime CLI's start-up (PYTHONDONTWRITEBYTECODE may be set)
+.venv/bin/python -m compileall -q dockyard
 
 .venv/bin/ruff check dockyard tests bench
 exec .venv/bin/python -m pytest -q -ra "$@"

@@ -30,7 +30,6 @@ import os
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dockyard import syscalls
@@ -115,14 +114,43 @@ _MAX_SYMLINKS = 40  # the kernel's own limit for one path walk
 # --------------------------------------------------------------------------- options
 
 
-@dataclass
+# Plain classes rather than dataclasses: importing dataclasses pulls in inspect (~12 ms),
+# and every container start imports this module.
+
+
 class MountOptions:
-    flags: int = 0                                        # MS_* for mount(2)
-    cleared: int = 0                                      # MS_* explicitly turned off (rw, suid, ...)
-    propagation: list[int] = field(default_factory=list)  # applied in order, after mounting
-    attr_set: int = 0                                     # recursive MOUNT_ATTR_* to set
-    attr_clr: int = 0                                     # ... and to clear
-    data: list[str] = field(default_factory=list)         # filesystem options, in order
+    __slots__ = ("flags", "cleared", "propagation", "attr_set", "attr_clr", "data")
+
+    def __init__(self, flags: int = 0, cleared: int = 0, propagation: list[int] | None = None,
+                 attr_set: int = 0, attr_clr: int = 0, data: list[str] | None = None) -> None:
+        self.flags = flags                # MS_* for mount(2)
+        self.cleared = cleared            # MS_* explicitly turned off (rw, suid, ...)
+        self.propagation = [] if propagation is None else propagation  # applied in order, after mounting
+        self.attr_set = attr_set          # recursive MOUNT_ATTR_* to set
+        self.attr_clr = attr_clr          # ... and to clear
+        self.data = [] if data is None else data  # filesystem options, in order
+
+    def copy(self, **changes: Any) -> MountOptions:
+        """A shallow copy with some fields changed (as ``dataclasses.replace``)."""
+        new = MountOptions(self.flags, self.cleared, self.propagation, self.attr_set,
+                           self.attr_clr, self.data)
+        for name, value in changes.items():
+            setattr(new, name, value)
+        return new
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.flags, self.cleared, self.propagation, self.attr_set, self.attr_clr, self.data)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return ("MountOptions(flags={!r}, cleared={!r}, propagation={!r}, attr_set={!r}, "
+                "attr_clr={!r}, data={!r})".format(*self._key()))
 
     @property
     def data_str(self) -> str | None:
@@ -166,17 +194,33 @@ def propagation_flags(value: str) -> int:
 # --------------------------------------------------------------------------- mountinfo
 
 
-@dataclass(frozen=True)
 class MountInfo:
-    mount_id: int
-    parent_id: int
-    root: str
-    mount_point: str
-    options: str
-    optional: tuple[str, ...]
-    fstype: str
-    source: str
-    super_options: str
+    """One line of /proc/self/mountinfo (read-only by convention)."""
+
+    __slots__ = ("mount_id", "parent_id", "root", "mount_point", "options", "optional", "fstype",
+                 "source", "super_options")
+
+    def __init__(self, mount_id: int, parent_id: int, root: str, mount_point: str, options: str,
+                 optional: tuple[str, ...], fstype: str, source: str, super_options: str) -> None:
+        self.mount_id, self.parent_id, self.root = mount_id, parent_id, root
+        self.mount_point, self.options, self.optional = mount_point, options, optional
+        self.fstype, self.source, self.super_options = fstype, source, super_options
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.mount_id, self.parent_id, self.root, self.mount_point, self.options,
+                self.optional, self.fstype, self.source, self.super_options)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return ("MountInfo(mount_id={!r}, parent_id={!r}, root={!r}, mount_point={!r}, options={!r}, "
+                "optional={!r}, fstype={!r}, source={!r}, super_options={!r})".format(*self._key()))
 
     @property
     def shared(self) -> bool:
@@ -354,12 +398,18 @@ def _apply_attrs(fd: int, opts: MountOptions) -> None:
 # --------------------------------------------------------------------------- the mounts
 
 
-@dataclass
 class RootContext:
-    rootfs: str            # real path of the root, in the init's (pre-pivot) view
-    rootfd: int            # O_PATH fd of the root's own bind mount
-    bundle: str            # relative bind sources are relative to it
-    namespaces: frozenset[str]  # OCI namespace types the container has (new or joined)
+    __slots__ = ("rootfs", "rootfd", "bundle", "namespaces")
+
+    def __init__(self, rootfs: str, rootfd: int, bundle: str, namespaces: frozenset[str]) -> None:
+        self.rootfs = rootfs          # real path of the root, in the init's (pre-pivot) view
+        self.rootfd = rootfd          # O_PATH fd of the root's own bind mount
+        self.bundle = bundle          # relative bind sources are relative to it
+        self.namespaces = namespaces  # OCI namespace types the container has (new or joined)
+
+    def __repr__(self) -> str:
+        return (f"RootContext(rootfs={self.rootfs!r}, rootfd={self.rootfd!r}, bundle={self.bundle!r}, "
+                f"namespaces={self.namespaces!r})")
 
 
 def describe(m: dict[str, Any]) -> str:
@@ -385,7 +435,7 @@ def mount_entry(ctx: RootContext, m: dict[str, Any]) -> None:
         # sysfs shows the network devices of the mounter's network namespace and cannot be
         # mounted at all in a user namespace that does not own one: runc binds the host's
         # /sys instead. "ro" must then cover its submounts too, hence recursive.
-        bind = replace(opts, flags=opts.flags | MS_BIND | MS_REC)
+        bind = opts.copy(flags=opts.flags | MS_BIND | MS_REC)
         if opts.flags & MS_RDONLY:
             bind.attr_set |= int(MountAttr.RDONLY)
         mount_bind(ctx, "/sys", dest, bind)
@@ -444,7 +494,7 @@ def mount_fs(ctx: RootContext, fstype: str, source: str, dest: str, opts: MountO
                 # a user namespace that does not own the IPC namespace: runc binds the host's
                 os.close(fd)
                 fd = -1
-                mount_bind(ctx, "/dev/mqueue", dest, replace(opts, flags=opts.flags | MS_BIND))
+                mount_bind(ctx, "/dev/mqueue", dest, opts.copy(flags=opts.flags | MS_BIND))
                 return
             raise
     finally:
@@ -555,7 +605,7 @@ def _mount_cgroup2(ctx: RootContext, dest: str, opts: MountOptions, hierarchies:
         line = _own_line(mi, own) if mi.fstype == "cgroup2" else None
         src = _own_dir(mi, line[1]) if line else None
         if src and os.path.isdir(src):
-            mount_bind(ctx, src, dest, replace(opts, flags=opts.flags | MS_BIND | MS_REC))
+            mount_bind(ctx, src, dest, opts.copy(flags=opts.flags | MS_BIND | MS_REC))
             return
     raise err
 
@@ -590,7 +640,7 @@ def _mount_cgroup1(ctx: RootContext, dest: str, opts: MountOptions, hierarchies:
         src = _own_dir(mi, line[1])
         if src is None or not os.path.isdir(src):
             continue
-        mount_bind(ctx, src, sub, replace(fresh, flags=per_mount | MS_BIND | MS_REC, data=[]))
+        mount_bind(ctx, src, sub, fresh.copy(flags=per_mount | MS_BIND | MS_REC, data=[]))
         _comount_links(ctx, dest, name)
     # The tmpfs itself stays writable, as runc leaves it: the hierarchies in it are
     # read-only, and what a container writes there is its own tmpfs.

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import errno
 import os
-import platform
 from collections.abc import Iterable
 from typing import Any
 
@@ -171,7 +170,7 @@ def default_profile(caps: Iterable[str] | None = None, arch: str | None = None,
     aarch64, s390x, ppc64le, riscv64, or their Go/OCI names) and kernel ``kernel_release``
     (default: the running one; it only matters for ptrace)."""
     held = {capabilities.normalize(c) for c in (capabilities.DEFAULT_CAPS if caps is None else caps)}
-    machine = arch or platform.machine()
+    machine = arch or os.uname().machine  # platform.machine() without importing platform
     machine = _ALIASES.get(machine, machine)
     if machine not in _MACHINES:
         raise InvalidArgument(f"no default seccomp profile for architecture {arch or machine!r}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.errors import InvalidArgument
@@ -21,13 +20,41 @@ _UNIFIED_FORBIDDEN = {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control"
                       "cgroup.freeze", "cgroup.type"}
 
 
-@dataclass(frozen=True)
-class DeviceRule:
-    allow: bool
-    type: str  # a, b or c
-    major: int | None  # None: any
-    minor: int | None
-    access: str  # subset of rwm
+# Plain classes rather than dataclasses: importing dataclasses pulls in inspect (~12 ms),
+# and every container start imports this module.
+
+
+class _Value:
+    """Equality, hashing and repr over ``__slots__``, as a frozen dataclass has."""
+
+    __slots__ = ()
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{self.__class__.__name__}({fields})"
+
+
+class DeviceRule(_Value):
+    __slots__ = ("allow", "type", "major", "minor", "access")
+
+    def __init__(self, allow: bool, type: str, major: int | None, minor: int | None,  # noqa: A002
+                 access: str) -> None:
+        self.allow = allow
+        self.type = type  # a, b or c
+        self.major = major  # None: any
+        self.minor = minor
+        self.access = access  # subset of rwm
 
     def v1_line(self) -> str:
         if self.type == "a":
@@ -37,32 +64,49 @@ class DeviceRule:
         return f"{self.type} {major}:{minor} {self.access}"
 
 
-@dataclass(frozen=True)
-class DeviceValue:
-    major: int
-    minor: int
-    value: int  # a weight or a rate
+class DeviceValue(_Value):
+    __slots__ = ("major", "minor", "value")
+
+    def __init__(self, major: int, minor: int, value: int) -> None:
+        self.major, self.minor = major, minor
+        self.value = value  # a weight or a rate
 
 
-@dataclass
-class Resources:
-    memory_limit: int | None = None
-    memory_reservation: int | None = None
-    memory_swap: int | None = None  # memory + swap, as OCI defines it
-    swappiness: int | None = None
-    disable_oom_killer: bool | None = None
-    cpu_shares: int | None = None
-    cpu_quota: int | None = None
-    cpu_period: int | None = None
-    cpus: str | None = None
-    mems: str | None = None
-    pids_limit: int | None = None  # -1: unlimited
-    blkio_weight: int | None = None
-    blkio_weight_devices: list[DeviceValue] = field(default_factory=list)
-    # v1 file suffix / v2 io.max key -> per-device rates
-    throttle: dict[str, list[DeviceValue]] = field(default_factory=dict)
-    devices: list[DeviceRule] | None = None
-    unified: dict[str, str] = field(default_factory=dict)
+class Resources(_Value):
+    __slots__ = ("memory_limit", "memory_reservation", "memory_swap", "swappiness",
+                 "disable_oom_killer", "cpu_shares", "cpu_quota", "cpu_period", "cpus", "mems",
+                 "pids_limit", "blkio_weight", "blkio_weight_devices", "throttle", "devices",
+                 "unified")
+
+    def __init__(self, memory_limit: int | None = None, memory_reservation: int | None = None,
+                 memory_swap: int | None = None, swappiness: int | None = None,
+                 disable_oom_killer: bool | None = None, cpu_shares: int | None = None,
+                 cpu_quota: int | None = None, cpu_period: int | None = None,
+                 cpus: str | None = None, mems: str | None = None, pids_limit: int | None = None,
+                 blkio_weight: int | None = None,
+                 blkio_weight_devices: list[DeviceValue] | None = None,
+                 throttle: dict[str, list[DeviceValue]] | None = None,
+                 devices: list[DeviceRule] | None = None,
+                 unified: dict[str, str] | None = None) -> None:
+        self.memory_limit = memory_limit
+        self.memory_reservation = memory_reservation
+        self.memory_swap = memory_swap  # memory + swap, as OCI defines it
+        self.swappiness = swappiness
+        self.disable_oom_killer = disable_oom_killer
+        self.cpu_shares = cpu_shares
+        self.cpu_quota = cpu_quota
+        self.cpu_period = cpu_period
+        self.cpus = cpus
+        self.mems = mems
+        self.pids_limit = pids_limit  # -1: unlimited
+        self.blkio_weight = blkio_weight
+        self.blkio_weight_devices = [] if blkio_weight_devices is None else blkio_weight_devices
+        # v1 file suffix / v2 io.max key -> per-device rates
+        self.throttle = {} if throttle is None else throttle
+        self.devices = devices
+        self.unified = {} if unified is None else unified
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
 
 
 THROTTLE_KEYS = {
