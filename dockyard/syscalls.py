@@ -420,3 +420,16 @@ def inotify_read(fd: int, bufsize: int = 65536) -> list[tuple[int, int, int, byt
         pos += _INOTIFY_EVENT_HEADER + length
     return events
 # --------------------------------------------------------------------------- end inotify
+
+
+# --------------------------------------------------------------------------- fstatfs
+# (added for dockyard.runtime.mounts) the filesystem type of an open fd in one syscall,
+# instead of parsing /proc/self/mountinfo to learn whether a mount target is on procfs.
+PROC_SUPER_MAGIC = 0x9FA0
+_libc.fstatfs.argtypes = [ctypes.c_int, ctypes.c_void_p]
+
+
+def fstatfs_type(fd: int) -> int:
+    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first field (a long)
+    _check(_libc.fstatfs(fd, buf), f"fstatfs fd {fd}")
+    return ctypes.c_long.from_buffer(buf).value

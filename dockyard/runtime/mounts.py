@@ -450,7 +450,7 @@ def _check_destination(ctx: RootContext, fd: int, dest: str, fstype: str) -> str
     where = path_in_root(fd, ctx.rootfs)
     if where == "/":
         raise InvalidArgument(f"destination {dest!r} resolves to the container's root")
-    if fstype != "proc":
+    if fstype != "proc" and syscalls.fstatfs_type(fd) == syscalls.PROC_SUPER_MAGIC:
         info = {mi.mount_id: mi for mi in mountinfo()}.get(mount_id_of(fd))
         if info is not None and info.fstype == "proc":
             real = os.readlink(fd_path(fd))
