@@ -53,6 +53,27 @@ def split_lifecycle(base: list[str], bundle: Path, runs: int, env: dict[str, str
     return out
 
 
+_IN_PROCESS = """
+import statistics, sys, time
+from dockyard.runtime.container import Runtime
+rt = Runtime(sys.argv[1], delegate=False)
+times = []
+for i in range(int(sys.argv[3])):
+    start = time.perf_counter()
+    assert rt.run(f"warm-{i}", sys.argv[2]) == 0
+    times.append(time.perf_counter() - start)
+print(" ".join(str(t) for t in times))
+"""
+
+
+def in_process(root: Path, bundle: Path, runs: int, env: dict[str, str]) -> list[float]:
+    """Runtime.run from one warm, single-threaded Python process: how the engine's
+    supervisor will start containers (no interpreter start-up per container)."""
+    out = subprocess.run([sys.executable, "-S", "-c", _IN_PROCESS, str(root), str(bundle), str(runs)],
+                         env=env, check=True, capture_output=True, text=True).stdout
+    return [float(x) for x in out.split()]
+
+
 def host_side_pss(marker: str) -> tuple[int, int]:
     """(processes, PSS kB) of host processes whose command line has ``marker``."""
     count = pss = 0
@@ -97,6 +118,7 @@ def main() -> None:
         results = {
             "dockyard-runtime run": time_runs(lambda c: [*ours, "run", "--bundle", str(bundle), c], args.runs, env),
             "dockyard-runtime create/start/wait/delete": split_lifecycle(ours, bundle, args.runs, env),
+            "dockyard Runtime.run in a warm process": in_process(work / "warm-state", bundle, args.runs, env),
         }
         if shutil.which("runc"):
             results["runc run"] = time_runs(lambda c: [*runc, "run", "--bundle", str(bundle), c], args.runs, env)
