@@ -56,23 +56,28 @@ class ContainerError(DockyardError):
 class CreateOptions:
     """The flags of ``create`` / ``run`` beyond the bundle."""
 
-    __slots__ = ("console_socket", "pid_file", "no_pivot", "preserve_fds")
+    __slots__ = ("console_socket", "pid_file", "no_pivot", "preserve_fds", "stdio")
 
     def __init__(self, console_socket: str | None = None, pid_file: str | None = None,
-                 no_pivot: bool = False, preserve_fds: int = 0) -> None:
+                 no_pivot: bool = False, preserve_fds: int = 0,
+                 stdio: tuple[int, int, int] | None = None) -> None:
         self.console_socket, self.pid_file = console_socket, pid_file
         self.no_pivot, self.preserve_fds = no_pivot, preserve_fds
+        # the container's stdin/stdout/stderr (e.g. a supervisor's pipes); None: ours
+        self.stdio = stdio
 
 
 class ExecOptions:
     """The flags of ``exec`` that are not part of the process."""
 
-    __slots__ = ("detach", "console_socket", "pid_file", "preserve_fds")
+    __slots__ = ("detach", "console_socket", "pid_file", "preserve_fds", "stdio")
 
     def __init__(self, detach: bool = False, console_socket: str | None = None,
-                 pid_file: str | None = None, preserve_fds: int = 0) -> None:
+                 pid_file: str | None = None, preserve_fds: int = 0,
+                 stdio: tuple[int, int, int] | None = None) -> None:
         self.detach, self.console_socket = detach, console_socket
         self.pid_file, self.preserve_fds = pid_file, preserve_fds
+        self.stdio = stdio
 
 
 class ExecArgs:
@@ -155,7 +160,8 @@ class Runtime:
     def create(self, container_id: str, bundle: str, opts: CreateOptions | None = None) -> dict[str, Any]:
         opts = opts or CreateOptions()
         if not self._may_fork():
-            return self._via_cli(["create", "--bundle", bundle, *_create_flags(opts), container_id], opts.preserve_fds)
+            return self._via_cli(["create", "--bundle", bundle, *_create_flags(opts), container_id], opts.preserve_fds,
+                                 stdio=opts.stdio)
         state, sock = self._create(container_id, bundle, opts)
         sock.close()
         return state.public()
@@ -196,7 +202,7 @@ class Runtime:
         if not self._may_fork():
             flags = [*(["-d"] if detach else []), *(["--keep"] if keep else [])]
             return self._via_cli(["run", "--bundle", bundle, *flags, *_create_flags(opts), container_id],
-                                 opts.preserve_fds, exit_status=True)
+                                 opts.preserve_fds, exit_status=True, stdio=opts.stdio)
         if not detach:
             _become_subreaper()  # the init is our grandchild: adopt it when stage 1 exits
         state, sock = self._create(container_id, bundle, opts)
@@ -264,7 +270,7 @@ class Runtime:
                         opts=opts, seccomp=seccomp_filter,
                     )
                     stage1 = stages.fork(child, stages.stage1_create, ctx, keep=[fifo_fd, *_fds(console_sock), *ns_fds.values()],
-                                   preserve=opts.preserve_fds)
+                                   preserve=opts.preserve_fds, stdio=opts.stdio)
                     kids.add(stage1)
                     child.close()
                     cg.add(stage1)
@@ -436,7 +442,7 @@ class Runtime:
                 kids = _Children()
                 try:
                     stage1 = stages.fork(child, stages.stage1_exec, ctx, keep=[*_fds(console_sock), *ns_fds.values()],
-                                   preserve=opts.preserve_fds)
+                                   preserve=opts.preserve_fds, stdio=opts.stdio)
                     kids.add(stage1)
                     child.close()
                     _cgroup(state).add(stage1)
@@ -474,8 +480,9 @@ class Runtime:
             raise ContainerError("namespace setup must run in a single-threaded process")
         return False
 
-    def _via_cli(self, argv: list[str], preserve_fds: int, exit_status: bool = False) -> Any:
-        code, err = _run_cli(self.root, argv, preserve_fds)
+    def _via_cli(self, argv: list[str], preserve_fds: int, exit_status: bool = False,
+                 stdio: tuple[int, int, int] | None = None) -> Any:
+        code, err = _run_cli(self.root, argv, preserve_fds, stdio)
         # the CLI logs an error only when the runtime failed, never for a container
         # process's own status (127 for a missing executable included)
         if err is not None:
@@ -500,7 +507,7 @@ class Runtime:
                 flags += ["--pid-file", opts.pid_file]
             if opts.preserve_fds:
                 flags += ["--preserve-fds", str(opts.preserve_fds)]
-            code, err = _run_cli(self.root, ["exec", *flags, cid], opts.preserve_fds)
+            code, err = _run_cli(self.root, ["exec", *flags, cid], opts.preserve_fds, opts.stdio)
         if err is not None:
             raise err  # the runtime failed (a process's own failure is only its status)
         return code
@@ -810,7 +817,8 @@ def _cli_argv(root: str) -> list[str]:
     return [sys.executable, "-S", "-c", code, "--root", root]
 
 
-def _run_cli(root: str, argv: list[str], preserve_fds: int) -> tuple[int, DockyardError | None]:
+def _run_cli(root: str, argv: list[str], preserve_fds: int,
+             stdio: tuple[int, int, int] | None = None) -> tuple[int, DockyardError | None]:
     """Run the CLI with the caller's stdio; (exit status, its last error). The error is
     read from a JSON ``--log`` file, as containerd reads runc's: capturing stderr in a
     pipe would hang, since a created container inherits the pipe and holds it open."""
@@ -820,7 +828,8 @@ def _run_cli(root: str, argv: list[str], preserve_fds: int) -> tuple[int, Dockya
 
     with tempfile.NamedTemporaryFile(suffix=".log") as log:
         cmd = _cli_argv(root) + ["--log", log.name, "--log-format", "json"] + argv
-        res = subprocess.run(cmd, pass_fds=tuple(range(3, 3 + preserve_fds)))
+        stdin, stdout, stderr = stdio or (None, None, None)
+        res = subprocess.run(cmd, pass_fds=tuple(range(3, 3 + preserve_fds)), stdin=stdin, stdout=stdout, stderr=stderr)
         log.seek(0)
         error: DockyardError | None = None
         for line in log.read().decode(errors="replace").splitlines():

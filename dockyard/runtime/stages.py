@@ -41,9 +41,10 @@ class ExecContext:
 
 
 def fork(child_sock: socket.socket, target: Callable[[socket.socket, Any], NoReturn], ctx: Any,
-          keep: list[int], preserve: int) -> int:
+          keep: list[int], preserve: int, stdio: tuple[int, int, int] | None = None) -> int:
     """Fork; in the child run ``target(child_sock, ctx)``, which never returns. ``keep``:
-    the fds (besides stdio, the preserved ones and the socket) the child may hold."""
+    the fds (besides stdio, the preserved ones and the socket) the child may hold;
+    ``stdio``: fds that become the child's 0, 1 and 2 (default: the caller's own)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()  # or the child would inherit (and never write) the buffers
@@ -54,6 +55,8 @@ def fork(child_sock: socket.socket, target: Callable[[socket.socket, Any], NoRet
     if pid:
         return pid
     try:
+        if stdio is not None:
+            _install_stdio(stdio)
         _child_start(child_sock, keep, preserve)
         target(child_sock, ctx)
     except BaseException as e:  # noqa: BLE001 - everything is reported to the runtime
@@ -72,6 +75,16 @@ def _child_start(sock: socket.socket, keep: list[int], preserve: int) -> None:
     # The state-dir lock, the parent's end of the socket, log files...: none of the
     # runtime's fds may stay open here (a held flock would block `start` forever).
     _close_all_but(sorted({0, 1, 2, *range(3, 3 + preserve), sock.fileno(), *keep}))
+
+
+def _install_stdio(stdio: tuple[int, int, int]) -> None:
+    """dup2 the given fds onto 0, 1, 2 (the copies are inheritable). Each source is first
+    duplicated above 2, so a source that is itself one of 0-2 is not overwritten early."""
+    copies = [os.dup(fd) for fd in stdio]
+    for target_fd, fd in enumerate(copies):
+        os.dup2(fd, target_fd)
+    for fd in copies:
+        os.close(fd)
 
 
 def _close_all_but(keep: list[int]) -> None:

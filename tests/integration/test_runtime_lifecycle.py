@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -589,3 +590,34 @@ def test_oom_killed_flag_and_stats(rt: RuntimeCLI, tmp_path: Path) -> None:
     assert stats["data"]["cpu"]["usage"] > 0
     rt("delete", "-f", cid)
     assert "does not exist" in rt.fail("events", "--stats", cid)
+
+
+_STDIO_DRIVER = """
+import os, sys
+from dockyard.runtime.container import CreateOptions, ExecOptions, Runtime
+root, bundle, cid = sys.argv[1:4]
+rt = Runtime(root, delegate=False)
+in_r, in_w = os.pipe()
+out_r, out_w = os.pipe()
+err_r, err_w = os.pipe()
+os.write(in_w, b"from-stdin\\n")
+os.close(in_w)
+rt.create(cid, bundle, CreateOptions(stdio=(in_r, out_w, err_w)))
+for fd in (in_r, out_w, err_w):
+    os.close(fd)  # the container holds its own copies now
+rt.start(cid)
+out = os.read(out_r, 4096)
+err = os.read(err_r, 4096)
+print(repr(out), repr(err))
+"""
+
+
+def test_stdio_fds_become_the_containers(rt: RuntimeCLI, tmp_path: Path) -> None:
+    """A caller (the engine's supervisor) hands the container its own stdin/stdout/stderr."""
+    bundle = make_bundle(tmp_path, ["sh", "-c", "read line; echo out:$line; echo err >&2; exec sleep 3600"])
+    cid = rt.new_id()
+    res = subprocess.run([sys.executable, "-S", "-c", _STDIO_DRIVER, str(rt.root), str(bundle), cid],
+                         capture_output=True, text=True, timeout=60, env=rt.env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "b'out:from-stdin\\n' b'err\\n'"
+    rt("delete", "-f", cid)
