@@ -151,3 +151,20 @@ def write_id_maps(pid: int, uid_maps: list[dict[str, int]], gid_maps: list[dict[
             raise InvalidArgument(f"bad {name} {data.decode().strip()!r}: {e.strerror}") from None
         finally:
             os.close(fd)
+
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in this (new) network namespace, as runc and docker do: a container
+    with no other network still has a working 127.0.0.1."""
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))

@@ -134,6 +134,8 @@ def stage1_create(sock: socket.socket, ctx: InitContext) -> NoReturn:
     if ctx.flags:
         # after the cgroup join, so a new cgroup namespace is rooted at the container's
         syscalls.unshare(ctx.flags)
+        if ctx.flags & syscalls.CloneFlag.NEWNET:
+            namespaces.loopback_up()
     pid = os.fork()
     if pid == 0:
         try:

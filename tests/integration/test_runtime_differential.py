@@ -85,6 +85,7 @@ def test_docker_defaults(tmp_path: Path) -> None:
     runc, ours = run_both(tmp_path)
     assert runc["CapBnd"] == "00000000a80425fb"  # docker's default 14
     assert runc["Seccomp"] == "2" and runc["ns.pid"] == "private"
+    assert int(runc["lo"].split()[-1], 16) & 0x1, runc["lo"]  # loopback is up in a new netns
     assert_same(runc, ours)
 
 
