@@ -30,7 +30,7 @@ from dockyard.daemon.api.hijack import (
     hijack,
     stream_response,
 )
-from dockyard.daemon.api.server import ROUTER_KEY, create_app, qbool, read_json
+from dockyard.daemon.api.server import ROUTER_KEY, create_app, param, qbool, read_json
 from dockyard.errors import NotFound
 from dockyard.streams.stdcopy import STDERR, STDOUT, Demuxer, StreamError, frame
 
@@ -91,7 +91,7 @@ def make_app(events: queue.Queue[str]) -> web.Application:
         stream = await hijack(request, tty=bool(body.get("Tty")))
         async with stream:
             events.put("body:" + json.dumps(body, sort_keys=True))
-            await _run_mode(stream, request["params"]["id"], False, events)
+            await _run_mode(stream, param(request, "id"), False, events)
         return stream.response
 
     async def logs(request: web.Request) -> web.StreamResponse:

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from dockyard.daemon.api.server import Router, engine_of, filters, param, qbool
+from dockyard.daemon.api.server import PARAMS_KEY, Router, engine_of, filters, param, qbool
 from dockyard.daemon.api.streams import JSONMessages, buffered_body, stream_bytes
 from dockyard.errors import InvalidArgument, NotImplementedYet
 
@@ -69,7 +69,7 @@ async def create_image(request: web.Request) -> web.StreamResponse:
 
 async def save_images(request: web.Request) -> web.StreamResponse:
     names = request.query.getall("names", [])
-    if "name" in request["params"]:
+    if "name" in request[PARAMS_KEY]:
         names = [param(request, "name")]
     if not names:
         raise InvalidArgument("no images specified")

@@ -101,6 +101,16 @@ class _MethodNotAllowed(DockyardError):
 ROUTER_KEY = web.AppKey("router", Router)
 
 
+def _request_key(name: str, kind: type) -> Any:
+    # typed request keys exist in newer aiohttp; plain strings work (with a warning) before
+    maker = getattr(web, "RequestKey", None)
+    return maker(name, kind) if maker else name
+
+
+API_VERSION_KEY = _request_key("api_version", str)
+PARAMS_KEY = _request_key("params", dict)
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     path = request.path
     m = _VERSION_PREFIX.match(path)
@@ -113,18 +123,18 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
                 f"client version {version} is too old. Minimum supported API version is {MIN_API_VERSION}, "
                 "please upgrade your client to a newer version"
             )
-        request["api_version"] = version
+        request[API_VERSION_KEY] = version
     handler, params = request.app[ROUTER_KEY].resolve(request.method, path.rstrip("/") or "/")
-    request["params"] = params
+    request[PARAMS_KEY] = params
     return await handler(request)
 
 
 def version_of(request: web.Request) -> str:
-    return request.get("api_version", API_VERSION)
+    return request.get(API_VERSION_KEY, API_VERSION)
 
 
 def param(request: web.Request, name: str) -> str:
-    return request["params"][name]
+    return request[PARAMS_KEY][name]
 
 
 def qbool(request: web.Request, name: str, default: bool = False) -> bool:
