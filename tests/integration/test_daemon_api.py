@@ -150,3 +150,15 @@ def test_pidfile_prevents_second_daemon(daemon: Daemon, tmp_path: Path) -> None:
     assert "pid file found, ensure dockyardd is not running" in res.stderr
     # the running daemon is untouched
     assert daemon.cli("version").returncode == 0
+
+
+def test_cli_finds_daemon_through_dockyard_host(daemon: Daemon) -> None:
+    env = {**daemon.env, "DOCKYARD_HOST": daemon.host}
+    res = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "version", "--format", "{{.Server.ApiVersion}}"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == "1.51", res.stderr
+    env["DOCKYARD_HOST"] = "unix:///nonexistent/dockyard.sock"
+    res = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "images"], capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.strip() == ("Cannot connect to the dockyard daemon at unix:///nonexistent/dockyard.sock. "
+                                  "Is the dockyard daemon running?")
