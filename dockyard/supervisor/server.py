@@ -1,0 +1,557 @@
+"""The supervisor's event loop: containers, their pipes, exits, and the JSON-lines server.
+
+Everything runs on one asyncio loop in one thread. That is not a style choice: containers
+are forked in-process (``Runtime(delegate=False)``), which the runtime allows only from a
+single-threaded process, so no executor, no threads (and hence no json-file ``compress``,
+whose writer compresses in a thread).
+
+Exits: the supervisor is a child subreaper, so each container's init is reparented to it
+when the runtime's stage 1 exits; SIGCHLD → ``waitpid(-1, WNOHANG)`` gives the exit status.
+Containers adopted after a restart are not our children: their exit is seen on a pidfd and
+the status read with ``PIDFD_GET_INFO`` when the kernel has it (255 otherwise: unknown).
+
+Restart limitation: a restarted supervisor does not get the old one's pipe read ends, so
+an adopted container's later output is lost (its writes fail with EPIPE/SIGPIPE once the
+old supervisor is gone). The fix — holding the pipes across restarts (fd passing to the
+successor or a pipe-holder) — is a later step.
+
+Known race: the runtime's delete reaps orphans (``waitpid(-1)``) when a cgroup still holds
+processes after the init died (containers without a pid namespace); as we are the subreaper,
+that could swallow another container's exit status. ``delete`` therefore kills the init and
+lets our reaper record its exit first, which leaves only the no-pid-namespace case open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import select
+import signal
+import struct
+import sys
+import time
+from typing import Any
+
+from dockyard import errors
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
+from dockyard.logs import JSONFileWriter, format_time, parse_log_opts
+from dockyard.runtime.container import CreateOptions, Runtime
+from dockyard.supervisor import SOCKET_NAME
+
+_READ_SIZE = 65536
+_UNKNOWN_EXIT = 255  # docker's code for "exit status not known"
+_REAP_GRACE = 1.0  # seconds an adopted init's new parent gets to reap it (see _adopted_exit)
+
+
+def _now() -> str:
+    return format_time(time.time_ns())
+
+
+def _error_kind(err: BaseException) -> str:
+    """The most specific ``dockyard.errors`` class of ``err`` (ContainerError → DockyardError)."""
+    for cls in type(err).__mro__:
+        if getattr(errors, cls.__name__, None) is cls:
+            return cls.__name__
+    return "DockyardError"
+
+
+# struct pidfd_info up to exit_code (PIDFD_INFO_SIZE_VER0 = 64 bytes), Linux >= 6.15
+_PIDFD_INFO = struct.Struct("=QQ11Ii")
+_PIDFD_GET_INFO = (3 << 30) | (_PIDFD_INFO.size << 16) | (0xFF << 8) | 11  # _IOWR(0xFF, 11, ...)
+_PIDFD_INFO_EXIT = 1 << 3
+
+
+def _pidfd_exit_status(pidfd: int) -> int | None:
+    """The wait status of an exited non-child, if the kernel recorded it (after reaping)."""
+    buf = bytearray(_PIDFD_INFO.pack(_PIDFD_INFO_EXIT, 0, *([0] * 11), 0))
+    try:
+        fcntl.ioctl(pidfd, _PIDFD_GET_INFO, buf)
+    except OSError:
+        return None
+    fields = _PIDFD_INFO.unpack(buf)
+    return fields[-1] if fields[0] & _PIDFD_INFO_EXIT else None
+
+
+def _exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code  # a signal: 128 + its number, as a shell says
+
+
+class Container:
+    """What the supervisor keeps per container; ``record()`` is what survives a restart."""
+
+    def __init__(self, cid: str, bundle: str, log_path: str | None, log_opts: dict[str, str]) -> None:
+        self.id, self.bundle, self.log_path, self.log_opts = cid, bundle, log_path, log_opts
+        self.pid = 0
+        self.created_at = _now()
+        self.started_at: str | None = None
+        self.finished_at: str | None = None
+        self.exit_code: int | None = None
+        self.oom_killed = False
+        self.exited: asyncio.Future[None] | None = None  # set when the exit is known
+        self.writer: JSONFileWriter | None = None
+        self.outputs: dict[int, str] = {}  # read end -> stream name
+        self.stdin_fd = -1
+        self.stdin_buf = bytearray()
+        self.stdin_closing = False
+        self.pidfd = -1  # adopted containers only: not our child, so no SIGCHLD for them
+        self.adopted = False
+
+    def record(self) -> dict[str, Any]:
+        return {"id": self.id, "bundle": self.bundle, "log_path": self.log_path, "log_opts": self.log_opts,
+                "pid": self.pid, "created_at": self.created_at, "started_at": self.started_at,
+                "finished_at": self.finished_at, "exit_code": self.exit_code, "oom_killed": self.oom_killed}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Container:
+        c = cls(rec["id"], rec.get("bundle", ""), rec.get("log_path"), rec.get("log_opts") or {})
+        c.pid = int(rec.get("pid") or 0)
+        c.created_at = rec.get("created_at") or c.created_at
+        c.started_at, c.finished_at = rec.get("started_at"), rec.get("finished_at")
+        c.exit_code, c.oom_killed = rec.get("exit_code"), bool(rec.get("oom_killed"))
+        return c
+
+
+class Supervisor:
+    def __init__(self, root: str, runtime_root: str) -> None:
+        self.root = os.path.abspath(root)
+        self.state_dir = os.path.join(self.root, "containers")
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        self.runtime = Runtime(runtime_root, delegate=False)
+        self.containers: dict[str, Container] = {}
+        self.by_pid: dict[int, Container] = {}
+        self.loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ persistence
+
+    def _record_path(self, cid: str) -> str:
+        return os.path.join(self.state_dir, f"{cid}.json")
+
+    def save(self, c: Container) -> None:
+        # write + rename: a supervisor killed mid-write leaves the old record, never half a one
+        path = self._record_path(c.id)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(c.record(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def restore(self) -> None:
+        """Load the records; adopt containers whose init still runs, learn which exited."""
+        for name in sorted(os.listdir(self.state_dir)):
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.state_dir, name)) as f:
+                    c = Container.from_record(json.load(f))
+            except (OSError, ValueError, KeyError):
+                continue  # an interrupted write's leftovers (.tmp never matches) or garbage
+            self.containers[c.id] = c
+            c.exited = self.loop.create_future()
+            if c.exit_code is not None:
+                c.exited.set_result(None)
+                continue
+            self._adopt(c)
+        # a container the runtime created just before a crash, before its record was saved
+        for doc in self.runtime.list():
+            if doc["id"] not in self.containers:
+                c = Container(doc["id"], doc.get("bundle", ""), None, {})
+                c.exited = self.loop.create_future()
+                self.containers[c.id] = c
+                self._adopt(c)
+                self.save(c)
+
+    def _adopt(self, c: Container) -> None:
+        try:
+            st = self.runtime.state(c.id)
+        except NotFound:
+            st = {"status": "stopped", "pid": 0}
+        c.adopted = True
+        pidfd = -1
+        if st["status"] != "stopped" and st.get("pid"):
+            with contextlib.suppress(OSError):
+                pidfd = os.pidfd_open(st["pid"])
+            # re-check after opening: the pidfd now pins this process, not a reused pid
+            if pidfd >= 0 and self.runtime.state(c.id)["status"] == "stopped":
+                os.close(pidfd)
+                pidfd = -1
+        if pidfd < 0:
+            # exited while no supervisor was there to reap it: the status is lost
+            self._set_exit(c, _UNKNOWN_EXIT)
+            return
+        c.pid, c.pidfd = st["pid"], pidfd
+        self.loop.add_reader(pidfd, self._adopted_exit, c)
+
+    def _adopted_exit(self, c: Container) -> None:
+        """The adopted init exited (pidfd readable). Its status is recorded by the kernel
+        only once its new parent (pid 1 or another subreaper) reaps it, which the pidfd
+        signals with POLLHUP: wait for that on an epoll watching HUP alone (the pidfd stays
+        readable, so the loop's own reader would spin), at most ``_REAP_GRACE`` seconds —
+        a parent that never reaps must not hold the waiters forever."""
+        self.loop.remove_reader(c.pidfd)
+        if self._adopted_status(c):
+            return
+        hup = select.epoll()
+        hup.register(c.pidfd, 0)  # EPOLLHUP is always reported; no EPOLLIN
+
+        def reaped() -> None:
+            self.loop.remove_reader(hup.fileno())
+            hup.close()
+            timer.cancel()
+            if not self._adopted_status(c):
+                self._set_adopted_exit(c, None)
+
+        timer = self.loop.call_later(_REAP_GRACE, reaped)
+        self.loop.add_reader(hup.fileno(), reaped)
+
+    def _adopted_status(self, c: Container) -> bool:
+        status = _pidfd_exit_status(c.pidfd)
+        if status is None:
+            return False
+        self._set_adopted_exit(c, status)
+        return True
+
+    def _set_adopted_exit(self, c: Container, status: int | None) -> None:
+        os.close(c.pidfd)
+        c.pidfd = -1
+        self._set_exit(c, _UNKNOWN_EXIT if status is None else _exit_code(status))
+
+    # ------------------------------------------------------------------ exits
+
+    def on_sigchld(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            c = self.by_pid.pop(pid, None)
+            if c is not None:
+                self._set_exit(c, _exit_code(status))
+            # else: an orphan of some container (we are a subreaper): reaping is all it needs
+
+    def _set_exit(self, c: Container, code: int) -> None:
+        if c.exited is not None and c.exited.done():
+            return
+        c.exit_code = code
+        c.finished_at = _now()
+        with contextlib.suppress(DockyardError, OSError):
+            c.oom_killed = bool(self.runtime.state(c.id).get("oomKilled"))  # the cgroup stays until delete
+        # The init of a pid namespace is reaped only after every process in it is gone, so
+        # the pipes hold all the output there will be: drain it before answering waiters,
+        # who then find every line in the log.
+        for fd in list(c.outputs):
+            self._pump(c, fd, drain=True)
+        with contextlib.suppress(OSError):
+            self.save(c)
+        if c.exited is not None:
+            c.exited.set_result(None)
+
+    # ------------------------------------------------------------------ output and input
+
+    def _pump(self, c: Container, fd: int, drain: bool = False) -> None:
+        stream = c.outputs[fd]
+        while True:
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                return
+            if not data:
+                self.loop.remove_reader(fd)
+                os.close(fd)
+                del c.outputs[fd]
+                if c.writer is not None:
+                    c.writer.flush_partial(stream)
+                return
+            if c.writer is not None:
+                c.writer.write(stream, data)
+            if not drain:
+                return  # one read per wake-up: a chatty container cannot starve the others
+
+    def _close_io(self, c: Container) -> None:
+        for fd in list(c.outputs):
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        c.outputs.clear()
+        self._close_stdin_now(c)
+        if c.writer is not None:
+            c.writer.close()
+            c.writer = None
+
+    def _close_stdin_now(self, c: Container) -> None:
+        if c.stdin_fd >= 0:
+            self.loop.remove_writer(c.stdin_fd)
+            os.close(c.stdin_fd)
+            c.stdin_fd = -1
+        c.stdin_buf.clear()
+
+    def _flush_stdin(self, c: Container) -> None:
+        while c.stdin_buf:
+            try:
+                n = os.write(c.stdin_fd, c.stdin_buf)
+            except BlockingIOError:
+                self.loop.add_writer(c.stdin_fd, self._flush_stdin, c)
+                return
+            except BrokenPipeError:
+                self._close_stdin_now(c)  # the reader is gone: input goes nowhere, as with docker
+                return
+            del c.stdin_buf[:n]
+        self.loop.remove_writer(c.stdin_fd)
+        if c.stdin_closing:
+            self._close_stdin_now(c)
+
+    # ------------------------------------------------------------------ ops
+
+    def _get(self, cid: Any) -> Container:
+        c = self.containers.get(cid) if isinstance(cid, str) else None
+        if c is None:
+            raise NotFound(f"No such container: {cid}")
+        return c
+
+    def op_create(self, req: dict[str, Any]) -> dict[str, Any]:
+        cid, bundle = req.get("id"), req.get("bundle")
+        if not isinstance(cid, str) or not isinstance(bundle, str):
+            raise InvalidArgument("create needs an id and a bundle")
+        if cid in self.containers:
+            raise Conflict(f"container with id exists: {cid}")
+        if not os.path.isfile(os.path.join(bundle, "config.json")):
+            raise InvalidArgument(f"invalid bundle {bundle!r}: no config.json")
+        log_opts = dict(req.get("log_opts") or {})
+        opts = parse_log_opts(log_opts)
+        if opts.compress:
+            raise InvalidArgument("log-opt compress is not supported yet (it would need a thread)")
+        c = Container(cid, os.path.abspath(bundle), req.get("log_path"), log_opts)
+        ours: list[int] = []  # fds the container gets; closed here whatever happens
+        try:
+            if c.log_path:
+                c.writer = opts.writer(c.log_path)
+            # our read ends are non-blocking (the loop), the container's ends are not
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(out_r, False)
+            c.outputs[out_r] = "stdout"
+            ours.append(out_w)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(err_r, False)
+            c.outputs[err_r] = "stderr"
+            ours.append(err_w)
+            if req.get("stdin"):
+                in_r, in_w = os.pipe2(os.O_CLOEXEC)
+                os.set_blocking(in_w, False)
+                c.stdin_fd = in_w
+            else:
+                in_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            ours.append(in_r)
+            st = self.runtime.create(cid, c.bundle, CreateOptions(stdio=(in_r, out_w, err_w)))
+        except BaseException:
+            self._close_io(c)
+            raise
+        finally:
+            for fd in ours:
+                os.close(fd)
+        c.pid = int(st["pid"])
+        c.exited = self.loop.create_future()
+        self.by_pid[c.pid] = c
+        self.containers[cid] = c
+        for fd in c.outputs:
+            self.loop.add_reader(fd, self._pump, c, fd)
+        self.save(c)
+        return {"pid": c.pid}
+
+    def op_start(self, req: dict[str, Any]) -> dict[str, Any]:
+        c = self._get(req.get("id"))
+        if c.exit_code is not None:
+            raise Conflict("cannot start a container that has stopped")
+        self.runtime.start(c.id)
+        c.started_at = _now()
+        self.save(c)
+        return {}
+
+    def op_kill(self, req: dict[str, Any]) -> dict[str, Any]:
+        c = self._get(req.get("id"))
+        sig = req.get("signal", signal.SIGTERM)
+        try:
+            signum = int(sig) if not isinstance(sig, str) or sig.isdigit() else int(
+                signal.Signals["SIG" + sig.upper().removeprefix("SIG")])
+        except (KeyError, ValueError):
+            raise InvalidArgument(f"invalid signal: {sig}") from None
+        if c.exit_code is not None:
+            raise Conflict(f"container {c.id} is not running")
+        self.runtime.kill(c.id, signum)
+        return {}
+
+    async def op_delete(self, req: dict[str, Any]) -> dict[str, Any]:
+        c = self._get(req.get("id"))
+        if c.exit_code is None:
+            status = self._status(c)
+            if status in ("running", "paused") and not req.get("force"):
+                raise Conflict(f"cannot remove container {c.id}: container is {status}: stop the container "
+                               "before removing or force remove")
+            if status != "paused":
+                # kill and let the reaper record the exit, then delete a stopped container:
+                # the runtime's delete never gets to wait for (or reap) a live init itself
+                with contextlib.suppress(Conflict):
+                    self.runtime.kill(c.id, signal.SIGKILL)
+                assert c.exited is not None
+                await c.exited
+        self.runtime.delete(c.id, force=True)  # a paused init is thawed and killed here
+        if c.exit_code is None:
+            self._set_exit(c, 128 + signal.SIGKILL)
+        self._close_io(c)
+        self.by_pid.pop(c.pid, None)
+        if c.pidfd >= 0:
+            self.loop.remove_reader(c.pidfd)
+            os.close(c.pidfd)
+            c.pidfd = -1
+        del self.containers[c.id]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._record_path(c.id))
+        return {}
+
+    def _status(self, c: Container) -> str:
+        if c.exit_code is not None:
+            return "stopped"
+        try:
+            return str(self.runtime.state(c.id)["status"])
+        except NotFound:
+            return "stopped"
+
+    def op_state(self, req: dict[str, Any]) -> dict[str, Any]:
+        c = self._get(req.get("id"))
+        return self._public(c)
+
+    def _public(self, c: Container) -> dict[str, Any]:
+        status = self._status(c)
+        return {"id": c.id, "status": status, "pid": c.pid if status != "stopped" else 0,
+                "exit_code": c.exit_code, "oom_killed": c.oom_killed, "created_at": c.created_at,
+                "started_at": c.started_at, "finished_at": c.finished_at, "log_path": c.log_path,
+                "adopted": c.adopted}
+
+    def op_list(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"containers": [self._public(c) for c in self.containers.values()]}
+
+    async def op_wait(self, req: dict[str, Any]) -> dict[str, Any]:
+        c = self._get(req.get("id"))
+        assert c.exited is not None
+        await asyncio.shield(c.exited)  # a waiter dropping its connection cancels only itself
+        return {"exit_code": c.exit_code, "oom_killed": c.oom_killed, "finished_at": c.finished_at}
+
+    def op_write_stdin(self, req: dict[str, Any]) -> dict[str, Any]:
+        c = self._get(req.get("id"))
+        if c.stdin_fd < 0 or c.stdin_closing:
+            raise Conflict(f"container {c.id} has no open stdin")
+        try:
+            data = base64.b64decode(req.get("data_b64", ""), validate=True)
+        except ValueError:
+            raise InvalidArgument("data_b64 is not base64") from None
+        was_empty = not c.stdin_buf
+        c.stdin_buf += data
+        if was_empty:
+            self._flush_stdin(c)
+        return {}
+
+    def op_close_stdin(self, req: dict[str, Any]) -> dict[str, Any]:
+        c = self._get(req.get("id"))
+        if c.stdin_fd >= 0:
+            c.stdin_closing = True
+            if not c.stdin_buf:
+                self._close_stdin_now(c)  # else _flush_stdin closes it once the buffer is out
+        return {}
+
+    # ------------------------------------------------------------------ server
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                resp = await self.dispatch(line)
+                writer.write(json.dumps(resp).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+    async def dispatch(self, line: bytes) -> dict[str, Any]:
+        try:
+            req = json.loads(line)
+            if not isinstance(req, dict):
+                raise InvalidArgument("a request is a JSON object")
+            fn = getattr(self, f"op_{req.get('op')}", None) if isinstance(req.get("op"), str) else None
+            if fn is None:
+                raise InvalidArgument(f"unknown op {req.get('op')!r}")
+            result = fn(req)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return {"ok": True, **result}
+        except ValueError as e:  # json or a log option a constructor refused
+            return {"ok": False, "error": str(e), "kind": "InvalidArgument"}
+        except DockyardError as e:
+            return {"ok": False, "error": str(e), "kind": _error_kind(e)}
+        except OSError as e:
+            return {"ok": False, "error": str(e), "kind": "DockyardError"}
+
+    def shutdown(self) -> None:
+        """Stop serving; containers keep running (live restore). Output pipes close with us."""
+        for c in self.containers.values():
+            for fd in list(c.outputs):
+                # what the container wrote up to now still goes into the log
+                with contextlib.suppress(OSError):
+                    self._pump(c, fd, drain=True)
+            if c.writer is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    c.writer.close()
+                c.writer = None
+
+
+def _alive(path: str) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+async def serve(root: str, runtime_root: str) -> None:
+    from dockyard import syscalls
+
+    # the inits are our grandchildren: become their reaper when stage 1 exits
+    syscalls.prctl(syscalls.Prctl.SET_CHILD_SUBREAPER, 1)
+    sup = Supervisor(root, runtime_root)
+    loop = sup.loop
+    loop.add_signal_handler(signal.SIGCHLD, sup.on_sigchld)
+    loop.add_signal_handler(signal.SIGTERM, sup.stopping.set)
+    loop.add_signal_handler(signal.SIGINT, sup.stopping.set)
+    sup.restore()
+    sup.on_sigchld()  # exits that happened before the handler was installed
+    path = os.path.join(sup.root, SOCKET_NAME)
+    if _alive(path):
+        raise Conflict(f"a supervisor is already serving {path}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a dead predecessor's socket
+    server = await asyncio.start_unix_server(sup.handle, path=path, limit=64 * 1024 * 1024)
+    os.chmod(path, 0o600)
+    print("ready", file=sys.stderr, flush=True)
+    try:
+        await sup.stopping.wait()
+    finally:
+        server.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        sup.shutdown()
+
+
+def run(root: str, runtime_root: str) -> int:
+    asyncio.run(serve(root, runtime_root))
+    return 0
