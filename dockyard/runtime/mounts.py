@@ -34,6 +34,7 @@ from typing import Any
 
 from dockyard import syscalls
 from dockyard.errors import InvalidArgument
+from dockyard.runtime.values import Value
 from dockyard.syscalls import MountAttr, MountFlag, Resolve
 
 # MS_* values the shared MountFlag enum does not name.
@@ -194,7 +195,7 @@ def propagation_flags(value: str) -> int:
 # --------------------------------------------------------------------------- mountinfo
 
 
-class MountInfo:
+class MountInfo(Value):
     """One line of /proc/self/mountinfo (read-only by convention)."""
 
     __slots__ = ("mount_id", "parent_id", "root", "mount_point", "options", "optional", "fstype",
@@ -205,22 +206,6 @@ class MountInfo:
         self.mount_id, self.parent_id, self.root = mount_id, parent_id, root
         self.mount_point, self.options, self.optional = mount_point, options, optional
         self.fstype, self.source, self.super_options = fstype, source, super_options
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.mount_id, self.parent_id, self.root, self.mount_point, self.options,
-                self.optional, self.fstype, self.source, self.super_options)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._key() == other._key()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return ("MountInfo(mount_id={!r}, parent_id={!r}, root={!r}, mount_point={!r}, options={!r}, "
-                "optional={!r}, fstype={!r}, source={!r}, super_options={!r})".format(*self._key()))
 
     @property
     def shared(self) -> bool:

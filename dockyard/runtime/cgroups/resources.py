@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dockyard.errors import InvalidArgument
+from dockyard.runtime.values import Value
 
 _CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 # cgroup core files that manage the hierarchy or its processes: dockyard owns those
@@ -20,32 +21,7 @@ _UNIFIED_FORBIDDEN = {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control"
                       "cgroup.freeze", "cgroup.type"}
 
 
-# Plain classes rather than dataclasses: importing dataclasses pulls in inspect (~12 ms),
-# and every container start imports this module.
-
-
-class _Value:
-    """Equality, hashing and repr over ``__slots__``, as a frozen dataclass has."""
-
-    __slots__ = ()
-
-    def _key(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._key() == other._key()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{self.__class__.__name__}({fields})"
-
-
-class DeviceRule(_Value):
+class DeviceRule(Value):
     __slots__ = ("allow", "type", "major", "minor", "access")
 
     def __init__(self, allow: bool, type: str, major: int | None, minor: int | None,  # noqa: A002
@@ -64,7 +40,7 @@ class DeviceRule(_Value):
         return f"{self.type} {major}:{minor} {self.access}"
 
 
-class DeviceValue(_Value):
+class DeviceValue(Value):
     __slots__ = ("major", "minor", "value")
 
     def __init__(self, major: int, minor: int, value: int) -> None:
@@ -72,7 +48,7 @@ class DeviceValue(_Value):
         self.value = value  # a weight or a rate
 
 
-class Resources(_Value):
+class Resources(Value):
     __slots__ = ("memory_limit", "memory_reservation", "memory_swap", "swappiness",
                  "disable_oom_killer", "cpu_shares", "cpu_quota", "cpu_period", "cpus", "mems",
                  "pids_limit", "blkio_weight", "blkio_weight_devices", "throttle", "devices",
