@@ -442,7 +442,9 @@ def validate_host_config(hc: dict[str, Any], warnings: list[str], *, swap_limit:
         raise InvalidArgument(f"invalid PID mode: {pid}")
     if (hc.get("UTSMode") or "") not in ("", "host"):
         raise InvalidArgument(f"invalid UTS mode: {hc['UTSMode']}")
-    if hc.get("CgroupnsMode") not in ("private", "host"):
+    if not hc.get("CgroupnsMode"):  # the docker CLI sends "" for "the daemon's default"
+        hc["CgroupnsMode"] = "private" if cgroup_v2() else "host"
+    if hc["CgroupnsMode"] not in ("private", "host"):
         raise InvalidArgument(f"invalid cgroup namespace mode: {hc['CgroupnsMode']}")
     if hc.get("Privileged"):
         hc["MaskedPaths"], hc["ReadonlyPaths"] = None, None

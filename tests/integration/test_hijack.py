@@ -30,7 +30,7 @@ from dockyard.daemon.api.hijack import (
     hijack,
     stream_response,
 )
-from dockyard.daemon.api.server import ROUTER_KEY, create_app, param, qbool, read_json
+from dockyard.daemon.api.server import ROUTER_KEY, Router, create_app, param, qbool, read_json
 from dockyard.errors import NotFound
 from dockyard.streams.stdcopy import STDERR, STDOUT, Demuxer, StreamError, frame
 
@@ -102,10 +102,15 @@ def make_app(events: queue.Queue[str]) -> web.Application:
         return resp
 
     app = create_app(engine=None)
-    app[ROUTER_KEY].add("GET", "/containers/{id}/logs", logs)
+    # The stand-ins must shadow the app's real container endpoints: the router takes the
+    # first match, so they go in front of the app's routes.
+    router = Router()
+    router.add("GET", "/containers/{id}/logs", logs)
+    router.add("POST", "/containers/{id}/attach", attach)
+    router.add("POST", "/exec/{id}/start", exec_start)
+    router._routes += app[ROUTER_KEY]._routes
+    app[ROUTER_KEY] = router
     app[RELEASE_KEY] = asyncio.Event()
-    app[ROUTER_KEY].add("POST", "/containers/{id}/attach", attach)
-    app[ROUTER_KEY].add("POST", "/exec/{id}/start", exec_start)
     return app
 
 

@@ -25,7 +25,8 @@ def _vtuple(v: str) -> tuple[int, ...]:
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    # exactly "application/json" (no charset): the docker CLI only parses error bodies then
+    return web.Response(body=json.dumps({"message": message}).encode(), status=status, content_type="application/json")
 
 
 def _common_headers() -> dict[str, str]:
@@ -184,12 +185,12 @@ async def read_json(request: web.Request) -> Any:
 
 
 def create_app(engine: Any) -> web.Application:
-    from dockyard.daemon.api import images, system
+    from dockyard.daemon.api import containers, images, system
 
     app = web.Application(middlewares=[errors_middleware], client_max_size=0)
     app[ENGINE_KEY] = engine
     router = Router()
-    for module in (system, images):
+    for module in (system, images, containers):
         module.register(router)
     app[ROUTER_KEY] = router
     app.on_response_prepare.append(_add_headers)

@@ -69,13 +69,11 @@ def _cgroup_version() -> str:
 async def info(request: web.Request) -> web.Response:
     engine = engine_of(request)
     images = await _to_thread(engine.images.count)
+    counts = await _to_thread(engine.containers.count)
     cfg = engine.config
     return web.json_response({
         "ID": engine.id,
-        "Containers": 0,
-        "ContainersRunning": 0,
-        "ContainersPaused": 0,
-        "ContainersStopped": 0,
+        **counts,
         "Images": images,
         "Driver": engine.snapshotter.name,
         "DriverStatus": [["Backing Filesystem", "extfs"]] if engine.snapshotter.name == "overlay" else [],

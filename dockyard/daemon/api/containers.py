@@ -1,0 +1,200 @@
+"""Container endpoints: create, list, inspect, start, stop, kill, wait, remove, logs, attach."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from aiohttp import web
+
+from dockyard.daemon.api.hijack import MULTIPLEXED_STREAM, RAW_STREAM, hijack, stream_response
+from dockyard.daemon.api.server import Router, engine_of, filters, param, qbool, qint, read_json
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotModified
+from dockyard.logs import aread_logs, format_time_fixed, parse_time
+from dockyard.streams.stdcopy import STDERR, STDOUT, frame
+
+
+def _svc(request: web.Request) -> Any:
+    return engine_of(request).containers
+
+
+async def create_container(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    name = request.query.get("name") or None
+    result = await asyncio.to_thread(_svc(request).create, body, name)
+    return web.json_response(result, status=201)
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    limit = qint(request, "limit")
+    result = await asyncio.to_thread(_svc(request).list, qbool(request, "all"), filters(request), limit)
+    return web.json_response(result)
+
+
+async def inspect_container(request: web.Request) -> web.Response:
+    return web.json_response(await asyncio.to_thread(_svc(request).inspect, param(request, "id")))
+
+
+async def start_container(request: web.Request) -> web.Response:
+    try:
+        await asyncio.to_thread(_svc(request).start, param(request, "id"))
+    except NotModified:
+        return web.Response(status=304)
+    return web.Response(status=204)
+
+
+async def stop_container(request: web.Request) -> web.Response:
+    try:
+        await asyncio.to_thread(_svc(request).stop, param(request, "id"), qint(request, "t"),
+                                request.query.get("signal") or None)
+    except NotModified:
+        return web.Response(status=304)
+    return web.Response(status=204)
+
+
+async def kill_container(request: web.Request) -> web.Response:
+    await asyncio.to_thread(_svc(request).kill, param(request, "id"), request.query.get("signal") or None)
+    return web.Response(status=204)
+
+
+async def wait_container(request: web.Request) -> web.StreamResponse:
+    svc = _svc(request)
+    block = await asyncio.to_thread(svc.wait_registration, param(request, "id"),
+                                    request.query.get("condition", ""))
+    # The wait is registered: flush the headers now. docker run starts the container only
+    # once it knows the wait is in place, or a fast exit (or --rm) could be missed.
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    try:
+        result = await asyncio.to_thread(block)
+    except DockyardError as e:  # the status is sent: the error travels in the body
+        result = {"StatusCode": -1, "Error": {"Message": str(e)}}
+    await response.write(json.dumps(result).encode() + b"\n")
+    await response.write_eof()
+    return response
+
+
+async def remove_container(request: web.Request) -> web.Response:
+    await asyncio.to_thread(_svc(request).remove, param(request, "id"), qbool(request, "force"), qbool(request, "v"))
+    return web.Response(status=204)
+
+
+def _time_arg(value: str | None) -> float | None:
+    """docker's since/until: epoch seconds (with fraction) or an RFC3339 timestamp."""
+    if not value or value == "0":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return parse_time(value) / 1e9
+    except (ValueError, DockyardError):
+        raise InvalidArgument(f"invalid time value: {value}") from None
+
+
+async def _exited_event(svc: Any, cid: str, condition: str) -> tuple[asyncio.Event, asyncio.Task[Any]]:
+    """An event set once the container is not running (``condition`` as for wait)."""
+    stop = asyncio.Event()
+    block = await asyncio.to_thread(svc.wait_registration, cid, condition)
+
+    async def waiter() -> None:
+        with contextlib.suppress(DockyardError):
+            await asyncio.to_thread(block)
+        stop.set()
+
+    return stop, asyncio.ensure_future(waiter())
+
+
+async def container_logs(request: web.Request) -> web.StreamResponse:
+    svc = _svc(request)
+    rec = await asyncio.to_thread(svc.lookup, param(request, "id"))
+    stdout, stderr = qbool(request, "stdout"), qbool(request, "stderr")
+    if not stdout and not stderr:
+        raise InvalidArgument("You must choose at least one stream")
+    follow, timestamps = qbool(request, "follow"), qbool(request, "timestamps")
+    since, until = _time_arg(request.query.get("since")), _time_arg(request.query.get("until"))
+    tail = request.query.get("tail") or None
+    tty = bool(rec.config.get("Tty"))
+    response = await stream_response(request, RAW_STREAM if tty else MULTIPLEXED_STREAM)
+    stop: asyncio.Event | None = None
+    task: asyncio.Task[Any] | None = None
+    if follow:
+        stop, task = await _exited_event(svc, rec.id, "not-running")
+    try:
+        async for batch in aread_logs(rec.log_path, stdout=stdout, stderr=stderr, since=since, until=until,
+                                      tail=tail, follow=follow, stop=stop):
+            out = bytearray()
+            for r in batch:
+                data = (format_time_fixed(r.time_ns) + " ").encode() + r.data if timestamps else r.data
+                out += data if tty else frame(STDERR if r.stream == "stderr" else STDOUT, data)
+            await response.write(bytes(out))
+    finally:
+        if task is not None:
+            task.cancel()
+    await response.write_eof()
+    return response
+
+
+async def attach_container(request: web.Request) -> web.StreamResponse:
+    """Output: the json log followed from now (docker's attach sees what is written after it
+    attaches), until the container has exited and the log is drained. Input: passed to the
+    supervisor's stdin pipe."""
+    svc = _svc(request)
+    rec = await asyncio.to_thread(svc.lookup, param(request, "id"))
+    if rec.status in ("exited", "dead") and not qbool(request, "logs"):
+        raise Conflict("You cannot attach to a stopped container, start it first")
+    want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")
+    want_in = qbool(request, "stdin") and bool(rec.config.get("OpenStdin"))
+    stream_mode = qbool(request, "stream")
+    tty = bool(rec.config.get("Tty"))
+    # registered before the hijack: an exit between the two must not be missed
+    condition = "not-running" if rec.status == "running" else "next-exit"
+    stop, task = await _exited_event(svc, rec.id, condition)
+    stream = await hijack(request, tty=tty)
+    stdin_task: asyncio.Task[Any] | None = None
+    async with stream:
+        if want_in:
+            stdin_task = asyncio.ensure_future(_pump_stdin(svc, rec, stream))
+        try:
+            if want_out or want_err:
+                async for batch in aread_logs(rec.log_path, stdout=want_out, stderr=want_err,
+                                              tail=None if qbool(request, "logs") else 0,
+                                              follow=stream_mode, stop=stop):
+                    for r in batch:
+                        await stream.send(STDERR if r.stream == "stderr" else STDOUT, r.data)
+            elif stream_mode:
+                await stop.wait()
+        finally:
+            task.cancel()
+            if stdin_task is not None:
+                stdin_task.cancel()
+    return stream.response
+
+
+async def _pump_stdin(svc: Any, rec: Any, stream: Any) -> None:
+    while True:
+        data = await stream.read()
+        if not data:
+            break
+        try:
+            await asyncio.to_thread(svc.write_stdin, rec.id, data)
+        except DockyardError:
+            return  # stdin already closed (or the container gone): input goes nowhere
+    if rec.config.get("StdinOnce"):
+        await asyncio.to_thread(svc.close_stdin, rec.id)
+
+
+def register(router: Router) -> None:
+    router.add("POST", "/containers/create", create_container)
+    router.add("GET", "/containers/json", list_containers)
+    router.add("GET", "/containers/{id}/json", inspect_container)
+    router.add("POST", "/containers/{id}/start", start_container)
+    router.add("POST", "/containers/{id}/stop", stop_container)
+    router.add("POST", "/containers/{id}/kill", kill_container)
+    router.add("POST", "/containers/{id}/wait", wait_container)
+    router.add("GET", "/containers/{id}/logs", container_logs)
+    router.add("POST", "/containers/{id}/attach", attach_container)
+    router.add("DELETE", "/containers/{id}", remove_container)

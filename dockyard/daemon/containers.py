@@ -1,0 +1,603 @@
+"""The container service: records in SQLite, snapshots and bundles, the supervisor.
+
+Who owns what:
+- the record (config, host config, name, state as last seen) lives here, in
+  ``<data-root>/containers.db``;
+- the process, its pipes, the json-file log and the exit code live in the supervisor; the
+  record's state is refreshed from it (a monitor thread per started container waits for
+  the exit, so waiters here never poll);
+- the writable layer is ``snapshotter.prepare(id, image chain top)``, mounted on the
+  bundle's rootfs from create until remove.
+
+Every method is blocking: the API calls them through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.containers.config import command_of, normalize_create, parse_signal
+from dockyard.containers.names import generate_name, validate_name
+from dockyard.containers.ocispec import build_spec
+from dockyard.errors import (
+    Conflict,
+    DockyardError,
+    InvalidArgument,
+    NotFound,
+    NotModified,
+    Unavailable,
+)
+from dockyard.logs import LogRecord, format_time, read_logs
+from dockyard.mount import is_mounted, mount_all, unmount_all
+
+log = logging.getLogger("dockyard.containers")
+
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+_UNKNOWN_EXIT = 255
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT UNIQUE NOT NULL,
+    doc TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class Record:
+    """One container. ``state`` mirrors docker's State fields we keep."""
+
+    id: str
+    name: str  # with docker's leading "/"
+    image: str  # image ID
+    config: dict[str, Any]
+    host_config: dict[str, Any]
+    created: str
+    snapshot_key: str
+    log_path: str
+    bundle: str
+    status: str = "created"  # created | running | exited | dead
+    pid: int = 0
+    exit_code: int = 0
+    oom_killed: bool = False
+    started_at: str = _ZERO_TIME
+    finished_at: str = _ZERO_TIME
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_doc(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_doc(cls, doc: str) -> Record:
+        return cls(**json.loads(doc))
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+def _now() -> str:
+    return format_time(time.time_ns())
+
+
+def _parse_ts(ts: str) -> float:
+    """RFC3339(nano) UTC -> epoch seconds (0 for docker's zero time)."""
+    if not ts or ts.startswith("0001-"):
+        return 0.0
+    from dockyard.logs import parse_time
+
+    return parse_time(ts) / 1e9
+
+
+def human_duration(seconds: float) -> str:
+    """go-units' HumanDuration, which ``docker ps`` uses for "Up ..." and "... ago"."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+class ContainerService:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.images = engine.images
+        self.snapshotter = engine.snapshotter
+        self.data_root = engine.config.data_root
+        self.exec_root = engine.config.exec_root
+        self._db = sqlite3.connect(os.path.join(self.data_root, "containers.db"), check_same_thread=False,
+                                   isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()  # the db connection and the records' state
+        self._changed = threading.Condition(self._lock)  # state changes (exits, removals)
+        self._exits: dict[str, int] = {}  # id -> exits seen by this daemon ("next-exit")
+        self._monitored: set[str] = set()
+        self._id_locks: dict[str, threading.Lock] = {}  # serialises operations per container
+        self._creating: set[str] = set()  # records whose supervisor side is not made yet
+
+    # ------------------------------------------------------------------ records
+
+    def _save(self, rec: Record) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO containers (id, name, doc) VALUES (?, ?, ?)",
+                             (rec.id, rec.name, rec.to_doc()))
+            self._changed.notify_all()
+
+    def _all(self) -> list[Record]:
+        with self._lock:
+            rows = self._db.execute("SELECT doc FROM containers").fetchall()
+        return [Record.from_doc(r[0]) for r in rows]
+
+    def _by_id(self, cid: str) -> Record | None:
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM containers WHERE id = ?", (cid,)).fetchone()
+        return Record.from_doc(row[0]) if row else None
+
+    def lookup(self, ref: str) -> Record:
+        """Docker's order: full ID, exact name, then a unique ID prefix."""
+        if not ref:
+            raise NotFound("No such container: ")
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM containers WHERE id = ?", (ref,)).fetchone()
+            if row is None:
+                name = ref if ref.startswith("/") else "/" + ref
+                row = self._db.execute("SELECT doc FROM containers WHERE name = ?", (name,)).fetchone()
+            if row is None and all(c in "0123456789abcdef" for c in ref):
+                rows = self._db.execute("SELECT doc FROM containers WHERE id LIKE ?", (ref + "%",)).fetchall()
+                if len(rows) > 1:
+                    raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
+                row = rows[0] if rows else None
+        if row is None:
+            raise NotFound(f"No such container: {ref}")
+        return Record.from_doc(row[0])
+
+    @contextlib.contextmanager
+    def _locked(self, cid: str) -> Iterator[None]:
+        with self._lock:
+            lk = self._id_locks.setdefault(cid, threading.Lock())
+        with lk:
+            yield
+
+    def count(self) -> dict[str, int]:
+        recs = [self._refresh(r) for r in self._all()]
+        running = sum(r.running for r in recs)
+        return {"Containers": len(recs), "ContainersRunning": running, "ContainersPaused": 0,
+                "ContainersStopped": len(recs) - running}
+
+    # ------------------------------------------------------------------ supervisor
+
+    def _sup(self) -> Any:
+        return self.engine.supervisor()
+
+    def reconcile(self, client: Any) -> None:
+        """After (re)connecting to a supervisor: record exits that happened meanwhile and
+        watch the containers still running (live restore)."""
+        for rec in self._all():
+            if rec.status not in ("created", "running") or rec.id in self._creating:
+                continue
+            try:
+                st = client.call("state", id=rec.id)
+            except NotFound:
+                rec.status, rec.exit_code, rec.pid = "exited", _UNKNOWN_EXIT, 0
+                rec.finished_at = rec.finished_at if rec.finished_at != _ZERO_TIME else _now()
+                self._save(rec)
+                continue
+            except DockyardError:
+                continue
+            self._apply_state(rec, st)
+            self._save(rec)
+            if rec.running:
+                self._monitor(rec.id)
+
+    def _apply_state(self, rec: Record, st: dict[str, Any]) -> None:
+        if st.get("exit_code") is not None:
+            rec.status, rec.pid, rec.exit_code = "exited", 0, int(st["exit_code"])
+            rec.oom_killed = bool(st.get("oom_killed"))
+            rec.finished_at = st.get("finished_at") or _now()
+        elif st.get("status") in ("running", "paused"):
+            rec.status, rec.pid = "running", int(st.get("pid") or 0)
+
+    def _refresh(self, rec: Record) -> Record:
+        """Records are updated by the monitors; re-read to get the newest copy."""
+        return self._by_id(rec.id) or rec
+
+    def _monitor(self, cid: str) -> None:
+        """A thread blocked in the supervisor's ``wait`` until the container exits: it records
+        the exit, wakes this service's waiters, and applies AutoRemove."""
+        with self._lock:
+            if cid in self._monitored:
+                return
+            self._monitored.add(cid)
+        threading.Thread(target=self._watch, args=(cid,), name=f"monitor-{cid[:12]}", daemon=True).start()
+
+    def _watch(self, cid: str) -> None:
+        try:
+            try:
+                res = self._sup().call("wait", id=cid)
+            except NotFound:
+                res = {"exit_code": _UNKNOWN_EXIT, "oom_killed": False, "finished_at": _now()}
+            except Unavailable:
+                return  # the supervisor went away: reconcile() after reconnecting catches up
+            with self._lock:
+                rec = self._by_id(cid)
+                if rec is None:
+                    return
+                rec.status, rec.pid = "exited", 0
+                rec.exit_code = int(res.get("exit_code") if res.get("exit_code") is not None else _UNKNOWN_EXIT)
+                rec.oom_killed = bool(res.get("oom_killed"))
+                rec.finished_at = res.get("finished_at") or _now()
+                self._exits[cid] = self._exits.get(cid, 0) + 1
+                self._save(rec)
+            if rec.host_config.get("AutoRemove"):
+                with contextlib.suppress(NotFound):
+                    self.remove(cid, force=True)
+        except Exception:  # a monitor must never die silently with the waiters hanging
+            log.exception("monitoring container %s failed", cid)
+        finally:
+            with self._lock:
+                self._monitored.discard(cid)
+                self._changed.notify_all()
+
+    # ------------------------------------------------------------------ create
+
+    def create(self, body: dict[str, Any], name: str | None) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise InvalidArgument("invalid JSON: the body must be an object")
+        image_ref = body.get("Image")
+        if not isinstance(image_ref, str) or not image_ref:
+            raise InvalidArgument("Config cannot be empty in order to create a container")
+        img = self.images.resolve(image_ref)
+        cid = secrets.token_hex(32)
+        res = normalize_create(body, img.config.config, container_id=cid)
+        with self._lock:
+            if name:
+                full = validate_name(name)
+                row = self._db.execute("SELECT id FROM containers WHERE name = ?", (full,)).fetchone()
+                if row:
+                    raise Conflict(f'Conflict. The container name "{full}" is already in use by container '
+                                   f'"{row[0]}". You have to remove (or rename) that container to be able to '
+                                   "reuse that name.")
+            else:
+                taken = {r[0] for r in self._db.execute("SELECT name FROM containers")}
+                full = "/" + generate_name(taken)
+            bundle = os.path.join(self.exec_root, "bundles", cid)
+            log_dir = os.path.join(self.data_root, "containers", cid)
+            rec = Record(id=cid, name=full, image=img.id, config=res.config, host_config=res.host_config,
+                         created=_now(), snapshot_key=cid, log_path=os.path.join(log_dir, f"{cid}-json.log"),
+                         bundle=bundle)
+            # the record first: it reserves the name, and it is what remove() cleans up from
+            # should anything below fail half-way
+            self._save(rec)
+            self._creating.add(cid)  # not "lost" to a reconcile() while the supervisor starts
+        try:
+            self._setup(rec, img.chain[-1] if img.chain else None)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._teardown(rec)
+            raise
+        finally:
+            with self._lock:
+                self._creating.discard(cid)
+        return {"Id": cid, "Warnings": res.warnings}
+
+    def _setup(self, rec: Record, parent: str | None) -> None:
+        mounts = self.snapshotter.prepare(rec.snapshot_key, parent)
+        rootfs = os.path.join(rec.bundle, "rootfs")
+        os.makedirs(rootfs, mode=0o700, exist_ok=True)
+        mount_all(mounts, rootfs)
+        spec = build_spec(rec.id, rec.config, rec.host_config, rootfs)
+        with open(os.path.join(rec.bundle, "config.json"), "w") as f:
+            json.dump(spec, f)
+        os.makedirs(os.path.dirname(rec.log_path), mode=0o700, exist_ok=True)
+        self._sup_create(rec)
+
+    def _sup_create(self, rec: Record) -> None:
+        log_cfg = rec.host_config.get("LogConfig") or {}
+        self._sup().call("create", id=rec.id, bundle=rec.bundle, log_path=rec.log_path,
+                         log_opts=log_cfg.get("Config") or {}, stdin=bool(rec.config.get("OpenStdin")))
+
+    # ------------------------------------------------------------------ start / stop / kill
+
+    def start(self, ref: str) -> None:
+        rec = self.lookup(ref)
+        with self._locked(rec.id):
+            rec = self._refresh(rec)
+            if rec.running:
+                raise NotModified("container already started")
+            sup = self._sup()
+            if rec.status in ("exited", "dead"):
+                # the supervisor keeps one run per create: a restart is a fresh create
+                with contextlib.suppress(NotFound):
+                    sup.call("delete", id=rec.id, force=True)
+                self._sup_create(rec)
+            try:
+                sup.call("start", id=rec.id)
+            except NotFound:  # the supervisor lost it (e.g. a new one after a crash)
+                self._sup_create(rec)
+                sup.call("start", id=rec.id)
+            st = sup.call("state", id=rec.id)
+            with self._lock:
+                rec = self._refresh(rec)
+                rec.status, rec.pid, rec.error = "running", int(st.get("pid") or 0), ""
+                rec.started_at = st.get("started_at") or _now()
+                rec.exit_code, rec.oom_killed, rec.finished_at = 0, False, _ZERO_TIME
+                self._save(rec)
+            self._monitor(rec.id)
+
+    def kill(self, ref: str, sig: str | int | None = None) -> None:
+        rec = self._refresh(self.lookup(ref))
+        signum = parse_signal(sig) if sig not in (None, "") else int(signal.SIGKILL)
+        if not rec.running:
+            raise Conflict(f"Cannot kill container: {ref}: Container {rec.id} is not running")
+        try:
+            self._sup().call("kill", id=rec.id, signal=signum)
+        except Conflict:
+            raise Conflict(f"Cannot kill container: {ref}: Container {rec.id} is not running") from None
+
+    def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        rec = self._refresh(self.lookup(ref))
+        if not rec.running:
+            raise NotModified("container already stopped")
+        if timeout is None:
+            st = rec.config.get("StopTimeout")
+            timeout = int(st) if st is not None else 10
+        signum = parse_signal(sig or rec.config.get("StopSignal") or "SIGTERM")
+        with contextlib.suppress(Conflict):
+            self._sup().call("kill", id=rec.id, signal=signum)
+        if timeout >= 0 and self._wait_exited(rec.id, timeout):
+            return
+        if timeout < 0:  # docker's -1: wait for ever
+            self._wait_exited(rec.id, None)
+            return
+        with contextlib.suppress(Conflict, NotFound):
+            self._sup().call("kill", id=rec.id, signal=int(signal.SIGKILL))
+        self._wait_exited(rec.id, None)
+
+    def _wait_exited(self, cid: str, timeout: float | None) -> bool:
+        """Until the record says not running (or is gone); False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while True:
+                rec = self._by_id(cid)
+                if rec is None or not rec.running:
+                    return True
+                if cid not in self._monitored:
+                    self._monitor(cid)  # e.g. after a daemon restart
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._changed.wait(left)
+
+    # ------------------------------------------------------------------ wait
+
+    def wait_registration(self, ref: str, condition: str) -> Callable[[], dict[str, Any]]:
+        """Validate and register a wait; returns the blocking part. Split so the API can
+        flush its response headers once the wait is registered (docker run relies on it)."""
+        if condition not in ("", "not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition: {condition!r}")
+        rec = self.lookup(ref)
+        cid = rec.id
+        with self._lock:
+            seen = self._exits.get(cid, 0)
+
+        def block() -> dict[str, Any]:
+            nonlocal last
+            with self._changed:
+                while True:
+                    cur = self._by_id(cid)
+                    if condition == "removed":
+                        if cur is None:
+                            return {"StatusCode": last.exit_code, "Error": None}
+                    elif cur is None:
+                        return {"StatusCode": last.exit_code, "Error": None}
+                    elif condition == "next-exit":
+                        if self._exits.get(cid, 0) > seen:
+                            return {"StatusCode": cur.exit_code, "Error": None}
+                    elif not cur.running:
+                        return {"StatusCode": cur.exit_code, "Error": None}
+                    if cur is not None:
+                        last = cur
+                        if cur.running and cid not in self._monitored:
+                            self._monitor(cid)
+                    self._changed.wait()
+
+        last = rec
+        return block
+
+    # ------------------------------------------------------------------ remove
+
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        rec = self.lookup(ref)
+        with self._locked(rec.id):
+            rec = self._refresh(rec)
+            if rec.running:
+                if not force:
+                    raise Conflict(f"You cannot remove a running container {rec.id}. Stop the container "
+                                   "before attempting removal or force remove")
+                with contextlib.suppress(Conflict, NotFound):
+                    self._sup().call("kill", id=rec.id, signal=int(signal.SIGKILL))
+                self._wait_exited(rec.id, 30)
+            self._teardown(rec)
+        with self._lock:
+            self._id_locks.pop(rec.id, None)
+            self._exits.pop(rec.id, None)
+
+    def _teardown(self, rec: Record) -> None:
+        """Remove everything a container has, whatever state create left it in."""
+        with contextlib.suppress(NotFound):
+            self._sup().call("delete", id=rec.id, force=True)
+        rootfs = os.path.join(rec.bundle, "rootfs")
+        if os.path.isdir(rootfs):
+            unmount_all(rootfs)
+        shutil.rmtree(rec.bundle, ignore_errors=True)
+        with contextlib.suppress(NotFound):
+            self.snapshotter.remove(rec.snapshot_key)
+        shutil.rmtree(os.path.dirname(rec.log_path), ignore_errors=True)
+        with self._lock:
+            self._db.execute("DELETE FROM containers WHERE id = ?", (rec.id,))
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------------ inspect / list
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        rec = self._refresh(self.lookup(ref))
+        args = command_of(rec.config)
+        st = rec.status
+        return {
+            "Id": rec.id,
+            "Created": rec.created,
+            "Path": args[0] if args else "",
+            "Args": args[1:],
+            "State": {
+                "Status": st, "Running": st == "running", "Paused": False, "Restarting": False,
+                "OOMKilled": rec.oom_killed, "Dead": st == "dead", "Pid": rec.pid if st == "running" else 0,
+                "ExitCode": rec.exit_code, "Error": rec.error, "StartedAt": rec.started_at,
+                "FinishedAt": rec.finished_at,
+            },
+            "Image": rec.image,
+            "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "",
+            "LogPath": rec.log_path,
+            "Name": rec.name,
+            "RestartCount": 0,
+            "Driver": self.snapshotter.name,
+            "Platform": "linux",
+            "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
+            "ExecIDs": None,
+            "HostConfig": rec.host_config,
+            "GraphDriver": {"Name": self.snapshotter.name, "Data": None},
+            "Mounts": [],
+            "Config": rec.config,
+            "NetworkSettings": self._network_settings(rec),
+        }
+
+    @staticmethod
+    def _network_settings(rec: Record) -> dict[str, Any]:
+        mode = rec.host_config.get("NetworkMode") or "default"
+        return {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "Gateway": "",
+                "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
+                "Networks": {} if mode in ("default", "none") else {mode: {}}}
+
+    def status_text(self, rec: Record, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        if rec.status == "running":
+            return "Up " + human_duration(now - _parse_ts(rec.started_at))
+        if rec.status == "exited":
+            if rec.finished_at == _ZERO_TIME:
+                return "Created"
+            return f"Exited ({rec.exit_code}) {human_duration(now - _parse_ts(rec.finished_at))} ago"
+        if rec.status == "dead":
+            return "Dead"
+        return "Created"
+
+    def list(self, all: bool = False, filters: dict[str, list[str]] | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+        flt = filters or {}
+        recs = sorted(self._all(), key=lambda r: r.created, reverse=True)
+        if limit is not None and limit <= 0:
+            limit = None  # docker-py sends -1 for "no limit"
+        if not all and limit is None and "status" not in flt and "exited" not in flt:
+            recs = [r for r in recs if r.running]
+        out = []
+        for r in recs:
+            if not self._matches(r, flt):
+                continue
+            args = command_of(r.config)
+            out.append({
+                "Id": r.id, "Names": [r.name], "Image": r.config.get("Image") or r.image,
+                "ImageID": r.image, "Command": " ".join(args),
+                "Created": int(_parse_ts(r.created)), "Ports": [],
+                "Labels": r.config.get("Labels") or {}, "State": r.status,
+                "Status": self.status_text(r),
+                "HostConfig": {"NetworkMode": r.host_config.get("NetworkMode") or "default"},
+                "NetworkSettings": {"Networks": {}}, "Mounts": [],
+            })
+            if limit and limit > 0 and len(out) >= limit:
+                break
+        return out
+
+    def _matches(self, r: Record, flt: dict[str, list[str]]) -> bool:
+        for key, values in flt.items():
+            if key == "status":
+                if r.status not in values:
+                    return False
+            elif key == "name":
+                if not any(v.lstrip("/") in r.name.lstrip("/") for v in values):
+                    return False
+            elif key == "id":
+                if not any(r.id.startswith(v) for v in values):
+                    return False
+            elif key == "exited":
+                if r.status != "exited" or str(r.exit_code) not in values:
+                    return False
+            elif key == "label":
+                labels = r.config.get("Labels") or {}
+                for v in values:
+                    k, eq, val = v.partition("=")
+                    if k not in labels or (eq and labels[k] != val):
+                        return False
+            elif key == "ancestor":
+                ids = set()
+                for v in values:
+                    with contextlib.suppress(DockyardError):
+                        ids.add(self.images.resolve_id(v))
+                if r.image not in ids:
+                    return False
+            else:
+                raise InvalidArgument(f"invalid filter '{key}'")
+        return True
+
+    # ------------------------------------------------------------------ logs and stdin
+
+    def log_records(self, ref: str, *, stdout: bool, stderr: bool, since: float | None, until: float | None,
+                    tail: str | None) -> Iterator[LogRecord]:
+        rec = self.lookup(ref)
+        return read_logs(rec.log_path, stdout=stdout, stderr=stderr, since=since, until=until, tail=tail)
+
+    def write_stdin(self, cid: str, data: bytes) -> None:
+        import base64
+
+        self._sup().call("write_stdin", id=cid, data_b64=base64.b64encode(data).decode())
+
+    def close_stdin(self, cid: str) -> None:
+        with contextlib.suppress(NotFound):
+            self._sup().call("close_stdin", id=cid)
+
+    def is_mounted(self, rec: Record) -> bool:
+        return is_mounted(os.path.join(rec.bundle, "rootfs"))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
