@@ -28,6 +28,23 @@ def mounts_under(path: str) -> list[str]:
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_parent_cgroups_left() -> Iterator[None]:
+    """Containers live under a /dockyard cgroup (as docker's under /docker); the empty
+    parents the test session created are removed at its end, and nothing else may be left."""
+    import glob
+
+    existed = set(glob.glob("/sys/fs/cgroup/*/dockyard"))
+    yield
+    for d in sorted(set(glob.glob("/sys/fs/cgroup/*/dockyard")) - existed):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+    left = sorted(set(glob.glob("/sys/fs/cgroup/*/dockyard")) - existed)
+    assert not left, f"cgroups left behind (not empty): {left}"
+
+
 @pytest.fixture(scope="session")
 def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A root filesystem tar made from the host's busybox-static, with its applet links."""

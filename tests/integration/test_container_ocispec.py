@@ -28,21 +28,6 @@ pytestmark = [
 V1 = not os.path.exists("/sys/fs/cgroup/cgroup.controllers")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _remove_parent_cgroups() -> Iterator[None]:
-    """build_spec puts containers under /dockyard; the empty parent it leaves is the tests'."""
-    import glob
-
-    existed = set(glob.glob("/sys/fs/cgroup/*/dockyard"))
-    yield
-    for d in set(glob.glob("/sys/fs/cgroup/*/dockyard")) - existed:
-        try:
-            os.rmdir(d)
-        except OSError:
-            pass  # not empty: something else is using it
-    assert not set(glob.glob("/sys/fs/cgroup/*/dockyard")) - existed
-
-
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[RuntimeCLI]:
     snap = HostSnapshot()
