@@ -17,11 +17,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "history": ("images", "cmd_history"),
     "save": ("images", "cmd_save"),
     "load": ("images", "cmd_load"),
-    "inspect": ("images", "cmd_inspect"),
+    "inspect": ("containers", "cmd_inspect"),
     "image": ("images", "cmd_image"),
     "version": ("system", "cmd_version"),
     "info": ("system", "cmd_info"),
     "system": ("system", "cmd_system"),
+    "run": ("containers", "cmd_run"),
+    "create": ("containers", "cmd_create"),
+    "ps": ("containers", "cmd_ps"),
+    "logs": ("containers", "cmd_logs"),
+    "start": ("containers", "cmd_start"),
+    "stop": ("containers", "cmd_stop"),
+    "kill": ("containers", "cmd_kill"),
+    "rm": ("containers", "cmd_rm"),
+    "wait": ("containers", "cmd_wait"),
+    "container": ("containers", "cmd_container"),
 }
 
 USAGE = """\
@@ -30,22 +40,32 @@ Usage:  dockyard [OPTIONS] COMMAND
 A Docker-compatible container engine
 
 Common Commands:
+  run         Create and run a new container from an image
+  ps          List containers
   images      List images
   import      Import the contents from a tarball to create a filesystem image
   info        Display system-wide information
   version     Show the dockyard version information
 
 Management Commands:
+  container   Manage containers
   image       Manage images
   system      Manage dockyard
 
 Commands:
+  create      Create a new container
   history     Show the history of an image
   inspect     Return low-level information on Docker objects
+  kill        Kill one or more running containers
   load        Load an image from a tar archive or STDIN
+  logs        Fetch the logs of a container
+  rm          Remove one or more containers
   rmi         Remove one or more images
   save        Save one or more images to a tar archive (streamed to STDOUT by default)
+  start       Start one or more stopped containers
+  stop        Stop one or more running containers
   tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+  wait        Block until one or more containers stop, then print their exit codes
 
 Global Options:
   -D, --debug          Enable debug mode

@@ -1,0 +1,600 @@
+"""Container commands: run, create, ps, logs, start, stop, kill, rm, wait, inspect, container <sub>.
+
+Each is the sequence of API calls docker/cli makes, with docker's output shapes and exit
+codes (125 for a daemon error in run/create, the container's status for run and
+``start -a``, 1 for other failures). Imports beyond argparse are lazy: start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from typing import Any
+
+from dockyard.cli.context import CLIError, Context
+from dockyard.cli.main import new_parser
+
+
+def _q(name: str) -> str:
+    from dockyard.cli.client import quote
+
+    return quote(name)
+
+
+def _filters(values: list[str] | None) -> dict[str, list[str]] | None:
+    if not values:
+        return None
+    out: dict[str, list[str]] = {}
+    for v in values:
+        if "=" not in v:
+            raise CLIError(f"invalid argument \"{v}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)", 125)
+        k, val = v.split("=", 1)
+        out.setdefault(k.strip().lower(), []).append(val)
+    return out
+
+
+def _each(ctx: Context, names: list[str], action: Any, echo: bool = True) -> int:
+    """Apply ``action(name)`` to every name; errors are printed, and make the exit status 1."""
+    from dockyard.cli.client import APIError
+
+    failed = False
+    for name in names:
+        try:
+            result = action(name)
+        except APIError as e:
+            ctx.error(f"Error response from daemon: {e.message}")
+            failed = True
+            continue
+        if echo:
+            ctx.out.write(f"{name if result is None else result}\n")
+    return 1 if failed else 0
+
+
+def _bools(p: argparse.ArgumentParser, args: list[str]) -> list[str]:
+    """docker's boolean flags take ``--rm=false`` but never a separate value (``-i busybox``
+    is -i, then the image): flags are ``store_true``, and ``=true``/``=false`` forms are
+    rewritten here, up to the first positional argument."""
+    out: list[str] = []
+    actions = p._option_string_actions
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            break
+        name, eq, value = arg.partition("=")
+        action = actions.get(name)
+        if action is not None and action.nargs == 0 and eq and name.startswith("--"):
+            if value.lower() in ("true", "1", "yes"):
+                out.append(name)
+            elif value.lower() not in ("false", "0", "no"):
+                raise CLIError(f"invalid argument \"{value}\" for \"{name}\" flag: strconv.ParseBool: parsing "
+                               f"\"{value}\": invalid syntax", 125)
+            i += 1
+            continue
+        out.append(arg)
+        if action is not None and action.nargs is None and not eq:
+            if i + 1 < len(args):
+                out.append(args[i + 1])
+            i += 1
+        i += 1
+    return out + args[i:]
+
+
+def _call(method: Any, path: str, params: dict[str, Any] | None) -> None:
+    method(path, params=params)
+
+
+# ------------------------------------------------------------------ run / create
+
+
+def _run_parser(prog: str, description: str, run: bool) -> argparse.ArgumentParser:
+    p = new_parser(prog, usage=f"{prog} [OPTIONS] IMAGE [COMMAND] [ARG...]", description=description)
+    # -h is --hostname, as in docker; --help stays (argument groups copy the handler)
+    p.conflict_handler = p._optionals.conflict_handler = "resolve"
+    if run:
+        p.add_argument("-d", "--detach", action="store_true", help="Run container in background and print container ID")
+    p.add_argument("--rm", action="store_true", help="Automatically remove the container when it exits")
+    p.add_argument("--name", help="Assign a name to the container")
+    p.add_argument("-e", "--env", action="append", default=[], help="Set environment variables")
+    p.add_argument("--env-file", action="append", default=[], help="Read in a file of environment variables")
+    p.add_argument("-w", "--workdir", help="Working directory inside the container")
+    p.add_argument("-u", "--user", help="Username or UID (format: <name|uid>[:<group|gid>])")
+    p.add_argument("-h", "--hostname", help="Container host name")
+    p.add_argument("--entrypoint", help="Overwrite the default ENTRYPOINT of the image")
+    p.add_argument("-l", "--label", action="append", default=[], help="Set meta data on a container")
+    p.add_argument("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
+    p.add_argument("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
+    p.add_argument("-m", "--memory", help="Memory limit")
+    p.add_argument("--cpus", help="Number of CPUs")
+    p.add_argument("--pids-limit", type=int, help="Tune container pids limit (set -1 for unlimited)")
+    p.add_argument("--cap-add", action="append", default=[], help="Add Linux capabilities")
+    p.add_argument("--cap-drop", action="append", default=[], help="Drop Linux capabilities")
+    p.add_argument("--privileged", action="store_true", help="Give extended privileges to this container")
+    p.add_argument("--read-only", action="store_true", help="Mount the container's root filesystem as read only")
+    p.add_argument("--network", "--net", help="Connect a container to a network")
+    p.add_argument("--stop-signal", help="Signal to stop the container")
+    p.add_argument("--stop-timeout", type=int, help="Timeout (in seconds) to stop a container")
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    return p
+
+
+def _env_entry(value: str) -> str | None:
+    """docker's ValidateEnv: ``KEY`` alone takes the value from the CLI's environment
+    (dropped when unset there)."""
+    if "=" in value:
+        if value.startswith("="):
+            raise CLIError(f"invalid environment variable: {value}", 125)
+        return value
+    if value in os.environ:
+        return f"{value}={os.environ[value]}"
+    return None
+
+
+def _read_env_file(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise CLIError(f"open {path}: {(e.strerror or str(e)).lower()}", 125) from None
+    out = []
+    for line in lines:
+        line = line.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" in line:
+            k, v = line.split("=", 1)
+            if not k.strip() or " " in k.strip():
+                raise CLIError(f"variable '{k}' contains whitespaces", 125)
+            out.append(f"{k.strip()}={v}")
+        elif (entry := _env_entry(line.strip())) is not None:
+            out.append(entry)
+    return out
+
+
+def _build_create_body(o: argparse.Namespace, attach_stdin: bool) -> dict[str, Any]:
+    from dockyard.cli import units
+
+    env: list[str] = []
+    for path in o.env_file:
+        env += _read_env_file(path)
+    for value in o.env:
+        if (entry := _env_entry(value)) is not None:
+            env.append(entry)
+    labels: dict[str, str] = {}
+    for value in o.label:
+        k, _, v = value.partition("=")
+        labels[k] = v
+    config: dict[str, Any] = {
+        "Image": o.image,
+        "Env": env,
+        "Labels": labels,
+        "Tty": bool(o.tty),
+        "OpenStdin": bool(o.interactive),
+        "StdinOnce": bool(o.interactive and attach_stdin),
+        "AttachStdin": bool(attach_stdin),
+        "AttachStdout": not getattr(o, "detach", False),
+        "AttachStderr": not getattr(o, "detach", False),
+    }
+    if o.command:
+        config["Cmd"] = list(o.command)
+    if o.entrypoint is not None:
+        config["Entrypoint"] = [o.entrypoint] if o.entrypoint else [""]
+    if o.workdir:
+        config["WorkingDir"] = o.workdir
+    if o.user:
+        config["User"] = o.user
+    if o.hostname:
+        config["Hostname"] = o.hostname
+    if o.stop_signal:
+        config["StopSignal"] = o.stop_signal
+    if o.stop_timeout is not None:
+        config["StopTimeout"] = o.stop_timeout
+    host: dict[str, Any] = {
+        "AutoRemove": bool(o.rm),
+        "Privileged": bool(o.privileged),
+        "ReadonlyRootfs": bool(o.read_only),
+        "CapAdd": o.cap_add or None,
+        "CapDrop": o.cap_drop or None,
+        "NetworkMode": o.network or "default",
+    }
+    if o.memory:
+        try:
+            host["Memory"] = units.ram_in_bytes(o.memory)
+        except Exception as e:
+            raise CLIError(f"invalid argument \"{o.memory}\" for \"-m, --memory\" flag: {e}", 125) from None
+    if o.cpus:
+        try:
+            host["NanoCpus"] = int(round(float(o.cpus) * 1e9))
+        except ValueError:
+            raise CLIError(f"invalid argument \"{o.cpus}\" for \"--cpus\" flag: failed to parse {o.cpus} as a rational number", 125) from None
+    if o.pids_limit is not None:
+        host["PidsLimit"] = o.pids_limit
+    config["HostConfig"] = host
+    return config
+
+
+def _tagged(image: str) -> str:
+    name = image.split("@", 1)[0]
+    if "@" in image or ":" in name.rsplit("/", 1)[-1]:
+        return image
+    return image + ":latest"
+
+
+def _daemon_failure(prog: str, message: str) -> CLIError:
+    cmd = prog.split()[-1]
+    return CLIError(f"dockyard: Error response from daemon: {message}\nSee 'dockyard {cmd} --help'.", 125)
+
+
+def _create(ctx: Context, o: argparse.Namespace, prog: str, attach_stdin: bool) -> str:
+    from dockyard.cli.client import APIError
+
+    body = _build_create_body(o, attach_stdin)
+    params = {"name": o.name} if o.name else None
+    try:
+        result = ctx.client.post("/containers/create", params=params, body=body).json()
+    except APIError as e:
+        if e.status == 404 and "No such image" in e.message:
+            ctx.error(f"Unable to find image '{_tagged(o.image)}' locally")
+        raise _daemon_failure(prog, e.message) from None
+    for warning in result.get("Warnings") or []:
+        ctx.error(f"WARNING: {warning}")
+    return result["Id"]
+
+
+def cmd_create(ctx: Context, args: list[str], prog: str = "dockyard create") -> int:
+    p = _run_parser(prog, "Create a new container", run=False)
+    o = p.parse_args(_bools(p, args))
+    ctx.out.write(_create(ctx, o, prog, attach_stdin=False) + "\n")
+    return 0
+
+
+def cmd_run(ctx: Context, args: list[str], prog: str = "dockyard run") -> int:
+    p = _run_parser(prog, "Create and run a new container from an image", run=True)
+    o = p.parse_args(_bools(p, args))
+    cid = _create(ctx, o, prog, attach_stdin=o.interactive and not o.detach)
+    from dockyard.cli.client import APIError
+
+    client = ctx.client
+    if o.detach:
+        try:
+            client.post(f"/containers/{cid}/start")
+        except APIError as e:
+            raise _daemon_failure(prog, e.message) from None
+        ctx.out.write(cid + "\n")
+        return 0
+    return _attach_start_wait(ctx, cid, prog, stdin=o.interactive, tty=o.tty,
+                              condition="removed" if o.rm else "next-exit", code=125)
+
+
+def _attach_start_wait(ctx: Context, cid: str, prog: str, stdin: bool, tty: bool, condition: str, code: int) -> int:
+    """docker's order: attach, register the wait, start, stream to the end, exit status."""
+    from dockyard.cli.attach import pump
+    from dockyard.cli.client import APIError
+
+    client = ctx.client
+    params = {"stream": 1, "stdout": 1, "stderr": 1}
+    if stdin:
+        params["stdin"] = 1
+    try:
+        sock = client.hijack("POST", f"/containers/{cid}/attach", params=params)
+    except APIError as e:
+        raise _failure(prog, e.message, code) from None
+    try:
+        waiter = client.post(f"/containers/{cid}/wait", params={"condition": condition}, stream=True)
+        client.post(f"/containers/{cid}/start")
+    except APIError as e:
+        sock.close()
+        raise _failure(prog, e.message, code) from None
+    except BaseException:
+        sock.close()
+        raise
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pump(sock, sys.stdin if stdin else None, sys.stdout, sys.stderr, tty=tty)
+    result = waiter.json() or {}
+    error = (result.get("Error") or {}).get("Message") if isinstance(result.get("Error"), dict) else None
+    if error:
+        ctx.error(error)
+        return code
+    return int(result.get("StatusCode", code))
+
+
+def _failure(prog: str, message: str, code: int) -> CLIError:
+    if code == 125:
+        return _daemon_failure(prog, message)
+    return CLIError(f"Error response from daemon: {message}", code)
+
+
+# ------------------------------------------------------------------ ps
+
+
+def _ellipsis(s: str, width: int) -> str:
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def cmd_ps(ctx: Context, args: list[str], prog: str = "dockyard ps") -> int:
+    p = new_parser(prog, description="List containers")
+    p.add_argument("-a", "--all", action="store_true", help="Show all containers (default shows just running)")
+    p.add_argument("-f", "--filter", action="append", help="Filter output based on conditions provided")
+    p.add_argument("--format", help="Format output using a custom template")
+    p.add_argument("-n", "--last", type=int, default=-1, help="Show n last created containers (includes all states)")
+    p.add_argument("-l", "--latest", action="store_true", help="Show the latest created container (includes all states)")
+    p.add_argument("--no-trunc", action="store_true", help="Don't truncate output")
+    p.add_argument("-q", "--quiet", action="store_true", help="Only display container IDs")
+    p.add_argument("-s", "--size", action="store_true", help="Display total file sizes")
+    o = p.parse_args(_bools(p, args))
+    from dockyard.cli import units
+
+    params: dict[str, Any] = {"all": o.all}
+    limit = 1 if o.latest else o.last
+    if limit > 0:
+        params["limit"] = limit
+    flt = _filters(o.filter)
+    if flt:
+        params["filters"] = flt
+    containers = ctx.client.get("/containers/json", params=params).json()
+    trunc = not o.no_trunc
+    if o.quiet:
+        ctx.out.write("".join((units.truncate_id(c["Id"]) if trunc else c["Id"]) + "\n" for c in containers))
+        return 0
+    now = time.time()
+    rows = []
+    for c in containers:
+        names = [n.lstrip("/") for n in c.get("Names") or []]
+        if trunc:
+            names = [n for n in names if "/" not in n] or names[:1]
+        image = c.get("Image") or ""
+        if trunc and image.startswith("sha256:"):
+            image = units.truncate_id(image)
+        command = c.get("Command") or ""
+        labels = c.get("Labels") or {}
+        created = c.get("Created", 0)
+        networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
+        rows.append({
+            "ID": units.truncate_id(c["Id"]) if trunc else c["Id"],
+            "Image": image,
+            "Command": json.dumps(_ellipsis(command, 20) if trunc else command, ensure_ascii=False),
+            "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(created)),
+            "RunningFor": units.time_ago(created, now),
+            "Status": c.get("Status", ""),
+            "State": c.get("State", ""),
+            "Ports": "",
+            "Names": ",".join(names),
+            "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            "Mounts": "",
+            "Networks": ",".join(sorted(networks)),
+            "Size": "0B",
+            "LocalVolumes": "0",
+        })
+    from dockyard.cli.formatting import render
+
+    default = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+    if o.size:
+        default += "\t{{.Size}}"
+    headers = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+               "RunningFor": "CREATED", "Status": "STATUS", "State": "STATE", "Ports": "PORTS", "Names": "NAMES",
+               "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS", "Size": "SIZE",
+               "LocalVolumes": "LOCAL VOLUMES"}
+    ctx.out.write(render(rows, o.format, default, headers))
+    return 0
+
+
+# ------------------------------------------------------------------ logs
+
+_GO_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))+")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+
+def _timestamp(value: str | None, now: float) -> str | None:
+    """docker's GetTimestamp: a Go duration ("10m") is relative to now; the rest
+    (epoch seconds, RFC3339) goes to the daemon as given."""
+    if not value:
+        return None
+    if _GO_DURATION.fullmatch(value):
+        secs = sum(float(n) * _DURATION_UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", value))
+        return f"{now - secs:.9f}"
+    return value
+
+
+def cmd_logs(ctx: Context, args: list[str], prog: str = "dockyard logs") -> int:
+    p = new_parser(prog, usage=f"{prog} [OPTIONS] CONTAINER", description="Fetch the logs of a container")
+    p.add_argument("container")
+    p.add_argument("--details", action="store_true", help="Show extra details provided to logs")
+    p.add_argument("-f", "--follow", action="store_true", help="Follow log output")
+    p.add_argument("--since", help="Show logs since timestamp or relative (e.g. 42m for 42 minutes)")
+    p.add_argument("--until", help="Show logs before a timestamp or relative (e.g. 42m for 42 minutes)")
+    p.add_argument("-n", "--tail", default="all", help="Number of lines to show from the end of the logs")
+    p.add_argument("-t", "--timestamps", action="store_true", help="Show timestamps")
+    o = p.parse_args(_bools(p, args))
+    client = ctx.client
+    info = client.get(f"/containers/{_q(o.container)}/json").json()
+    now = time.time()
+    params: dict[str, Any] = {"stdout": 1, "stderr": 1, "follow": o.follow, "timestamps": o.timestamps,
+                              "tail": o.tail}
+    for key in ("since", "until"):
+        ts = _timestamp(getattr(o, key), now)
+        if ts:
+            params[key] = ts
+    resp = client.get(f"/containers/{_q(o.container)}/logs", params=params, stream=True)
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    sys.stdout.flush()
+    with resp:
+        if (info.get("Config") or {}).get("Tty"):
+            for chunk in resp.iter_chunks():
+                out.write(chunk)
+                out.flush()
+            return 0
+        from dockyard.streams.stdcopy import STDERR, SYSTEMERR, Demuxer
+
+        demuxer = Demuxer(partial=True)
+        for chunk in resp.iter_chunks():
+            for stream_id, payload in demuxer.feed(chunk):
+                if stream_id == SYSTEMERR:
+                    raise CLIError(f"error from daemon in stream: {payload.decode(errors='replace').strip()}")
+                target = err if stream_id == STDERR else out
+                target.write(payload)
+                target.flush()
+        demuxer.close()
+    return 0
+
+
+# ------------------------------------------------------------------ start / stop / kill / rm / wait
+
+
+def cmd_start(ctx: Context, args: list[str], prog: str = "dockyard start") -> int:
+    p = new_parser(prog, usage=f"{prog} [OPTIONS] CONTAINER [CONTAINER...]", description="Start one or more stopped containers")
+    p.add_argument("containers", nargs="+")
+    p.add_argument("-a", "--attach", action="store_true", help="Attach STDOUT/STDERR and forward signals")
+    p.add_argument("-i", "--interactive", action="store_true", help="Attach container's STDIN")
+    o = p.parse_args(_bools(p, args))
+    if o.attach or o.interactive:
+        if len(o.containers) > 1:
+            raise CLIError("you cannot start and attach multiple containers at once")
+        info = ctx.client.get(f"/containers/{_q(o.containers[0])}/json").json()
+        cfg = info.get("Config") or {}
+        return _attach_start_wait(ctx, info["Id"], prog, stdin=o.interactive and bool(cfg.get("OpenStdin")),
+                                  tty=bool(cfg.get("Tty")), condition="next-exit", code=1)
+    failed = False
+    from dockyard.cli.client import APIError
+
+    for name in o.containers:
+        try:
+            ctx.client.post(f"/containers/{_q(name)}/start")
+        except APIError as e:
+            ctx.error(f"Error response from daemon: {e.message}")
+            failed = True
+            continue
+        ctx.out.write(name + "\n")
+    if failed:
+        ctx.error("Error: failed to start containers: " + ", ".join(o.containers))
+    return 1 if failed else 0
+
+
+def cmd_stop(ctx: Context, args: list[str], prog: str = "dockyard stop") -> int:
+    p = new_parser(prog, usage=f"{prog} [OPTIONS] CONTAINER [CONTAINER...]", description="Stop one or more running containers")
+    p.add_argument("containers", nargs="+")
+    p.add_argument("-t", "--time", "--timeout", type=int, dest="time", help="Seconds to wait before killing the container")
+    p.add_argument("-s", "--signal", help="Signal to send to the container")
+    o = p.parse_args(_bools(p, args))
+    params: dict[str, Any] = {}
+    if o.time is not None:
+        params["t"] = o.time
+    if o.signal:
+        params["signal"] = o.signal
+    return _each(ctx, o.containers, lambda n: _call(ctx.client.post, f"/containers/{_q(n)}/stop", params))
+
+
+def cmd_kill(ctx: Context, args: list[str], prog: str = "dockyard kill") -> int:
+    p = new_parser(prog, usage=f"{prog} [OPTIONS] CONTAINER [CONTAINER...]", description="Kill one or more running containers")
+    p.add_argument("containers", nargs="+")
+    p.add_argument("-s", "--signal", help="Signal to send to the container")
+    o = p.parse_args(_bools(p, args))
+    params = {"signal": o.signal} if o.signal else None
+    return _each(ctx, o.containers, lambda n: _call(ctx.client.post, f"/containers/{_q(n)}/kill", params))
+
+
+def cmd_rm(ctx: Context, args: list[str], prog: str = "dockyard rm") -> int:
+    p = new_parser(prog, usage=f"{prog} [OPTIONS] CONTAINER [CONTAINER...]", description="Remove one or more containers")
+    p.add_argument("containers", nargs="+")
+    p.add_argument("-f", "--force", action="store_true", help="Force the removal of a running container (uses SIGKILL)")
+    p.add_argument("-v", "--volumes", action="store_true", help="Remove anonymous volumes associated with the container")
+    p.add_argument("-l", "--link", action="store_true", help=argparse.SUPPRESS)
+    o = p.parse_args(_bools(p, args))
+    params = {"force": o.force, "v": o.volumes}
+    return _each(ctx, o.containers, lambda n: _call(ctx.client.delete, f"/containers/{_q(n)}", params))
+
+
+def cmd_wait(ctx: Context, args: list[str], prog: str = "dockyard wait") -> int:
+    p = new_parser(prog, usage=f"{prog} CONTAINER [CONTAINER...]", description="Block until one or more containers stop, then print their exit codes")
+    p.add_argument("containers", nargs="+")
+    o = p.parse_args(_bools(p, args))
+
+    def wait(name: str) -> str:
+        result = ctx.client.post(f"/containers/{_q(name)}/wait", stream=True).json() or {}
+        err = result.get("Error")
+        if isinstance(err, dict) and err.get("Message"):
+            from dockyard.cli.client import APIError
+
+            raise APIError(500, err["Message"])
+        return str(result.get("StatusCode", -1))
+
+    return _each(ctx, o.containers, wait)
+
+
+# ------------------------------------------------------------------ inspect
+
+
+def _print_objects(ctx: Context, objects: list[Any], fmt: str | None) -> None:
+    from dockyard.cli.images import print_json_or_format
+
+    print_json_or_format(ctx, objects, fmt)
+
+
+def cmd_container_inspect(ctx: Context, args: list[str], prog: str = "dockyard container inspect") -> int:
+    p = new_parser(prog, usage=f"{prog} [OPTIONS] CONTAINER [CONTAINER...]", description="Display detailed information on one or more containers")
+    p.add_argument("containers", nargs="+")
+    p.add_argument("-f", "--format")
+    p.add_argument("-s", "--size", action="store_true")
+    o = p.parse_args(_bools(p, args))
+    return _inspect(ctx, o.containers, o.format, ("container",), "Error response from daemon: No such container: {}")
+
+
+def cmd_inspect(ctx: Context, args: list[str], prog: str = "dockyard inspect") -> int:
+    p = new_parser(prog, usage=f"{prog} [OPTIONS] NAME|ID [NAME|ID...]", description="Return low-level information on Docker objects")
+    p.add_argument("names", nargs="+")
+    p.add_argument("-f", "--format")
+    p.add_argument("-s", "--size", action="store_true")
+    p.add_argument("--type")
+    o = p.parse_args(_bools(p, args))
+    if o.type and o.type not in ("container", "image"):
+        raise CLIError(f"\"{o.type}\" is not a valid value for --type", 125)
+    kinds = (o.type,) if o.type else ("container", "image")
+    return _inspect(ctx, o.names, o.format, kinds, "Error: No such object: {}")
+
+
+def _inspect(ctx: Context, names: list[str], fmt: str | None, kinds: tuple[str, ...], missing_message: str) -> int:
+    from dockyard.cli.client import APIError
+
+    paths = {"container": "/containers/{}/json", "image": "/images/{}/json"}
+    found, missing = [], []
+    for name in names:
+        for kind in kinds:
+            try:
+                found.append(ctx.client.get(paths[kind].format(_q(name) if kind == "container" else name)).json())
+                break
+            except APIError as e:
+                if e.status != 404:
+                    raise
+        else:
+            missing.append(name)
+    if found or not missing:
+        _print_objects(ctx, found, fmt)
+    for name in missing:
+        ctx.error(missing_message.format(name))
+    return 1 if missing else 0
+
+
+# ------------------------------------------------------------------ container <sub>
+
+_CONTAINER_SUBCOMMANDS = {
+    "ls": cmd_ps, "list": cmd_ps, "ps": cmd_ps, "run": cmd_run, "create": cmd_create, "start": cmd_start,
+    "stop": cmd_stop, "kill": cmd_kill, "rm": cmd_rm, "remove": cmd_rm, "logs": cmd_logs, "wait": cmd_wait,
+    "inspect": cmd_container_inspect,
+}
+
+
+def cmd_container(ctx: Context, args: list[str]) -> int:
+    if not args or args[0] in ("-h", "--help"):
+        ctx.out.write("Usage:  dockyard container COMMAND\n\nManage containers\n\nCommands:\n"
+                      + "".join(f"  {name}\n" for name in sorted(_CONTAINER_SUBCOMMANDS)))
+        return 0
+    sub = _CONTAINER_SUBCOMMANDS.get(args[0])
+    if sub is None:
+        raise CLIError(f"dockyard container: unknown command: dockyard container {args[0]}\n\n"
+                       "Run 'dockyard container --help' for more information")
+    return sub(ctx, args[1:], prog=f"dockyard container {args[0]}")
