@@ -1,0 +1,244 @@
+"""Engine benchmark (issue 4, Performance): `run --rm busybox true` latency (dockyard CLI and,
+when installed, the official docker CLI against dockyardd), 20 x `run -d busybox sleep 3600`
+one after another, the host-side PSS of 20 idle containers beyond their own processes, and
+CLI start-up. Starts its own dockyardd on a temporary root and removes everything it made.
+
+    sudo python bench/bench_engine.py [--runs 15] [--idle 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def mounts_under(path: Path) -> list[str]:
+    prefix = os.path.realpath(path).rstrip("/") + "/"
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mountpoint = line.split()[4].replace("\\040", " ")
+            if (mountpoint + "/").startswith(prefix):
+                out.append(mountpoint)
+    return out
+
+
+def start_daemon(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    exec_root = root / "exec"
+    sock = exec_root / "dockyard.sock"
+    logf = open(root / "daemon.log", "wb")  # noqa: SIM115 - the drain thread owns it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dockyard.daemon.main", "--data-root", str(root / "data"),
+         "--exec-root", str(exec_root), "-H", f"unix://{sock}"],
+        stdout=logf, stderr=subprocess.PIPE, env=env, cwd=REPO,
+    )
+    assert proc.stderr is not None
+    lines = []
+    for raw in proc.stderr:
+        lines.append(raw.decode(errors="replace"))
+        if "ready" in lines[-1]:
+            break
+    else:
+        proc.wait()
+        raise RuntimeError("dockyardd did not start:\n" + "".join(lines))
+
+    def _drain(stream=proc.stderr, sink=logf) -> None:
+        for chunk in stream:
+            sink.write(chunk)
+            sink.flush()
+
+    threading.Thread(target=_drain, daemon=True).start()
+    return proc, f"unix://{sock}"
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def pss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(ppid, []).append(int(p))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def in_container(pid: int) -> bool:
+    """A container's processes live in their own mount namespace (readlink of
+    /proc/PID/root does not show the bundle path after pivot_root, so that is not used)."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return True  # gone: not a host-side process
+
+
+def stop_supervisor(exec_root: Path, env: dict[str, str]) -> list[str]:
+    """SIGTERM the supervisor and force-delete what it leaves (as tests/conftest.py does)."""
+    pidfile = exec_root / "supervisor.pid"
+    if pidfile.exists():
+        pid = int(pidfile.read_text())
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pidfd = -1
+        if pidfd >= 0:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                if not select.select([pidfd], [], [], 30)[0]:
+                    os.kill(pid, signal.SIGKILL)
+                    select.select([pidfd], [], [], 10)
+            finally:
+                os.close(pidfd)
+    runtime_root = exec_root / "runtime"
+    if not runtime_root.is_dir():
+        return []
+    runtime = [sys.executable, "-S", "-m", "dockyard.runtime.cli", "--root", str(runtime_root)]
+    ids = subprocess.run([*runtime, "list", "-q"], capture_output=True, text=True, env=env).stdout.split()
+    for cid in ids:
+        subprocess.run([*runtime, "delete", "-f", cid], capture_output=True, env=env, timeout=60)
+    return ids
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--idle", type=int, default=20)
+    ap.add_argument("--workdir", default="/var/tmp")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench_engine: run as root (sudo python bench/bench_engine.py)")
+    cgroups_before = set(glob.glob("/sys/fs/cgroup/*/dockyard"))
+    work = Path(tempfile.mkdtemp(prefix="dockyard-bench-engine-", dir=args.workdir))
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    rows: list[tuple[str, str]] = []
+    notes: list[str] = []
+    proc = None
+    try:
+        proc, host = start_daemon(work, env)
+        cli = [sys.executable, "-m", "dockyard.cli.main", "-H", host]
+        mk = subprocess.Popen([str(REPO / "contrib" / "mkrootfs-busybox"), "-"], stdout=subprocess.PIPE)
+        subprocess.run([*cli, "import", "-c", 'CMD ["sh"]', "-", "busybox"], stdin=mk.stdout, env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        assert mk.stdout is not None
+        mk.stdout.close()
+        assert mk.wait() == 0
+
+        # (1) dockyard run --rm busybox true
+        timed([*cli, "run", "--rm", "busybox", "true"], env)  # warm-up (starts the supervisor)
+        t = [timed([*cli, "run", "--rm", "busybox", "true"], env) for _ in range(args.runs)]
+        rows.append((f"dockyard run --rm busybox true ({args.runs} runs)",
+                     f"median {statistics.median(t) * 1e3:.1f} ms, min {min(t) * 1e3:.1f} ms"))
+
+        # (2) the official docker CLI against dockyardd
+        docker = shutil.which("docker")
+        if docker:
+            denv = {**env, "DOCKER_HOST": host, "DOCKER_BUILDKIT": "0", "DOCKER_CONFIG": str(work / "docker-config")}
+            timed([docker, "run", "--rm", "busybox", "true"], denv)
+            t = [timed([docker, "run", "--rm", "busybox", "true"], denv) for _ in range(args.runs)]
+            version = subprocess.run([docker, "version", "--format", "{{.Client.Version}}"], env=denv,
+                                     capture_output=True, text=True).stdout.strip()
+            rows.append((f"docker CLI {version} -> dockyardd: run --rm busybox true ({args.runs} runs)",
+                         f"median {statistics.median(t) * 1e3:.1f} ms, min {min(t) * 1e3:.1f} ms"))
+        else:
+            notes.append("docker CLI not installed: not measured")
+
+        # (3) N x run -d busybox sleep 3600, one after another
+        ids = []
+        start = time.perf_counter()
+        for _ in range(args.idle):
+            out = subprocess.run([*cli, "run", "-d", "busybox", "sleep", "3600"], env=env, check=True,
+                                 stdin=subprocess.DEVNULL, capture_output=True, text=True).stdout
+            ids.append(out.strip())
+        total = time.perf_counter() - start
+        rows.append((f"{args.idle} x run -d busybox sleep 3600 (sequential)",
+                     f"{total:.2f} s total, {total / args.idle * 1e3:.0f} ms each"))
+
+        # (4) host-side PSS with N idle containers running
+        time.sleep(1)
+        sup = int((work / "exec" / "supervisor.pid").read_text())
+        host_side = [p for p in descendants(sup) if not in_container(p)]
+        sup_pss = sum(pss_kb(p) for p in host_side)
+        comms: dict[str, list[int]] = {}
+        for p in host_side:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                name = f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:60]
+            comms.setdefault(name, []).append(pss_kb(p))
+        for name, kbs in comms.items():
+            notes.append(f"host-side: {len(kbs)} x `{name}`: {sum(kbs) / len(kbs) / 1024:.2f} MB PSS each")
+        rows.append((f"supervisor PSS / {args.idle} idle containers ({len(host_side)} host-side process(es))",
+                     f"{sup_pss / args.idle / 1024:.2f} MB each ({sup_pss / 1024:.1f} MB total)"))
+        rows.append(("dockyardd PSS (shared by all containers)", f"{pss_kb(proc.pid) / 1024:.1f} MB"))
+
+        # (5) CLI start-up
+        t = [timed([sys.executable, "-m", "dockyard.cli.main", "--help"], env) for _ in range(5)]
+        rows.append(("dockyard --help (CLI start-up, 5 runs)",
+                     f"median {statistics.median(t) * 1e3:.1f} ms, min {min(t) * 1e3:.1f} ms"))
+
+        subprocess.run([*cli, "rm", "-f", *ids], env=env, check=True, stdout=subprocess.DEVNULL)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        left_containers = stop_supervisor(work / "exec", env)
+        left = mounts_under(work)
+        if left:
+            sys.path.insert(0, str(REPO))
+            from dockyard.mount import unmount_all
+
+            for bundle in (work / "exec" / "bundles").glob("*"):
+                unmount_all(str(bundle))
+        still = mounts_under(work)
+        if not still:  # never rmtree across a mount
+            shutil.rmtree(work, ignore_errors=True)
+        for d in sorted(set(glob.glob("/sys/fs/cgroup/*/dockyard")) - cgroups_before):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+    assert not left_containers, f"containers left behind: {left_containers}"
+    assert not left, f"mounts left behind under {work}: {left}"
+    assert not still and not work.exists(), f"{work} not removed"
+    assert proc.returncode == 0, f"dockyardd exited with {proc.returncode}"
+
+    print("| measurement | result |")
+    print("| --- | --- |")
+    for what, result in rows:
+        print(f"| {what} | {result} |")
+    for note in notes:
+        print(f"\n{note}")
+
+
+if __name__ == "__main__":
+    main()
