@@ -19,4 +19,5 @@ if ! dockyard version >/dev/null 2>&1; then
 fi
 
 contrib/mkrootfs-busybox - | dockyard import -c 'CMD ["sh"]' - busybox:latest
+dockyard run --rm busybox echo hello
 dockyard images

@@ -295,7 +295,11 @@ def _attach_start_wait(ctx: Context, cid: str, prog: str, stdin: bool, tty: bool
         raise
     sys.stdout.flush()
     sys.stderr.flush()
-    pump(sock, sys.stdin if stdin else None, sys.stdout, sys.stderr, tty=tty)
+
+    def resize(height: int, width: int) -> None:
+        client.post(f"/containers/{cid}/resize", params={"h": height, "w": width})
+
+    pump(sock, sys.stdin if stdin else None, sys.stdout, sys.stderr, tty=tty, on_resize=resize if tty else None)
     result = waiter.json() or {}
     error = (result.get("Error") or {}).get("Message") if isinstance(result.get("Error"), dict) else None
     if error:

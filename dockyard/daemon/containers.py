@@ -89,6 +89,14 @@ class Record:
         return self.status == "running"
 
 
+def _console_size(host_config: dict[str, Any]) -> dict[str, int]:
+    """HostConfig.ConsoleSize ([height, width], API 1.42+) as the supervisor's create takes it."""
+    size = host_config.get("ConsoleSize")
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        return {"height": size[0], "width": size[1]}
+    return {}
+
+
 def _now() -> str:
     return format_time(time.time_ns())
 
@@ -327,7 +335,8 @@ class ContainerService:
     def _sup_create(self, rec: Record) -> None:
         log_cfg = rec.host_config.get("LogConfig") or {}
         self._sup().call("create", id=rec.id, bundle=rec.bundle, log_path=rec.log_path,
-                         log_opts=log_cfg.get("Config") or {}, stdin=bool(rec.config.get("OpenStdin")))
+                         log_opts=log_cfg.get("Config") or {}, stdin=bool(rec.config.get("OpenStdin")),
+                         tty=bool(rec.config.get("Tty")), **_console_size(rec.host_config))
 
     # ------------------------------------------------------------------ start / stop / kill
 
@@ -356,6 +365,18 @@ class ContainerService:
                 rec.exit_code, rec.oom_killed, rec.finished_at = 0, False, _ZERO_TIME
                 self._save(rec)
             self._monitor(rec.id)
+
+    def resize(self, ref: str, height: int, width: int) -> None:
+        """The container's terminal size (TIOCSWINSZ on the supervisor's pty master)."""
+        rec = self._refresh(self.lookup(ref))
+        if not rec.running:
+            raise Conflict(f"Container {rec.id} is not running")
+        if not rec.config.get("Tty"):
+            return  # docker answers 200 and does nothing without a tty
+        try:
+            self._sup().call("resize", id=rec.id, h=height, w=width)
+        except NotFound:
+            raise Conflict(f"Container {rec.id} is not running") from None
 
     def kill(self, ref: str, sig: str | int | None = None) -> None:
         rec = self._refresh(self.lookup(ref))

@@ -26,13 +26,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import select
 import signal
+import socket
 import struct
 import sys
+import termios
 import time
 from typing import Any
 
@@ -98,6 +101,7 @@ class Container:
         self.stdin_fd = -1
         self.stdin_buf = bytearray()
         self.stdin_closing = False
+        self.tty_fd = -1  # the pty master (``tty`` containers): output and input both go through it
         self.pidfd = -1  # adopted containers only: not our child, so no SIGCHLD for them
         self.adopted = False
 
@@ -126,6 +130,7 @@ class Supervisor:
         self.by_pid: dict[int, Container] = {}
         self.loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
+        self._consoles = 0  # console sockets made: their names
 
     # ------------------------------------------------------------------ persistence
 
@@ -263,7 +268,13 @@ class Supervisor:
                 data = os.read(fd, _READ_SIZE)
             except BlockingIOError:
                 return
+            except OSError as e:
+                if e.errno != errno.EIO:  # a pty master reads EIO once every slave fd is closed
+                    raise
+                data = b""
             if not data:
+                if fd == c.tty_fd:
+                    c.tty_fd = -1
                 self.loop.remove_reader(fd)
                 os.close(fd)
                 del c.outputs[fd]
@@ -280,6 +291,7 @@ class Supervisor:
             self.loop.remove_reader(fd)
             os.close(fd)
         c.outputs.clear()
+        c.tty_fd = -1
         self._close_stdin_now(c)
         if c.writer is not None:
             c.writer.close()
@@ -328,6 +340,8 @@ class Supervisor:
         if opts.compress:
             raise InvalidArgument("log-opt compress is not supported yet (it would need a thread)")
         c = Container(cid, os.path.abspath(bundle), req.get("log_path"), log_opts)
+        if req.get("tty"):
+            return self._create_tty(c, req, opts)
         ours: list[int] = []  # fds the container gets; closed here whatever happens
         try:
             if c.log_path:
@@ -355,14 +369,95 @@ class Supervisor:
         finally:
             for fd in ours:
                 os.close(fd)
+        return self._created(c, st)
+
+    def _created(self, c: Container, st: dict[str, Any]) -> dict[str, Any]:
         c.pid = int(st["pid"])
         c.exited = self.loop.create_future()
         self.by_pid[c.pid] = c
-        self.containers[cid] = c
+        self.containers[c.id] = c
         for fd in c.outputs:
             self.loop.add_reader(fd, self._pump, c, fd)
         self.save(c)
         return {"pid": c.pid}
+
+    def _create_tty(self, c: Container, req: dict[str, Any], opts: Any) -> dict[str, Any]:
+        """A ``terminal: true`` container: the runtime connects to a console socket of ours
+        during ``create`` and the container's init sends the pty master over it before the
+        runtime's ``create`` returns (the message waits in the socket's buffer: nobody needs
+        to accept while the runtime runs), so accepting afterwards never blocks the loop.
+        The master carries the output (logged as stdout: a pty merges the streams) and stdin."""
+        from dockyard.runtime import console
+
+        self._consoles += 1
+        tmpdir = None
+        path = os.path.join(self.root, f"console-{self._consoles}.sock")
+        if len(path.encode()) > 100:  # sun_path is 108 bytes: a deep root gets a private /tmp dir
+            import tempfile
+
+            tmpdir = tempfile.mkdtemp(prefix="dockyard-console-")
+            path = os.path.join(tmpdir, "c.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        null = -1
+        try:
+            listener.bind(path)
+            os.chmod(path, 0o600)
+            listener.listen(1)
+            if c.log_path:
+                c.writer = opts.writer(c.log_path)
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            st = self.runtime.create(c.id, c.bundle, CreateOptions(console_socket=path, stdio=(null, null, null)))
+            try:
+                listener.setblocking(False)
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(5)  # sent before create returned: never waits in practice
+                    master, _name = console.recv_master(conn)
+            except BaseException:
+                with contextlib.suppress(DockyardError, OSError):
+                    self.runtime.kill(c.id, signal.SIGKILL)
+                with contextlib.suppress(DockyardError, OSError):
+                    self.runtime.delete(c.id, force=True)
+                raise
+        except BaseException:
+            self._close_io(c)
+            raise
+        finally:
+            listener.close()
+            if null >= 0:
+                os.close(null)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            if tmpdir is not None:
+                with contextlib.suppress(OSError):
+                    os.rmdir(tmpdir)
+        os.set_blocking(master, False)
+        os.set_inheritable(master, False)
+        c.tty_fd = master
+        c.outputs[master] = "stdout"
+        if req.get("stdin"):
+            c.stdin_fd = os.dup(master)  # its own fd: closing stdin must not close the output
+        if req.get("height") and req.get("width"):
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                _set_winsize(master, int(req["height"]), int(req["width"]))
+        return self._created(c, st)
+
+    def op_resize(self, req: dict[str, Any]) -> dict[str, Any]:
+        c = self._get(req.get("id"))
+        try:
+            h, w = int(req.get("h") or 0), int(req.get("w") or 0)
+        except (TypeError, ValueError):
+            raise InvalidArgument("resize needs integer h and w") from None
+        if not (0 < h < 65536 and 0 < w < 65536):
+            raise InvalidArgument(f"invalid terminal size {h}x{w}")
+        if c.tty_fd < 0:
+            if c.exit_code is None and c.outputs:
+                raise Conflict(f"container {c.id} has no terminal")
+            return {}  # exited (or adopted): nothing to resize, as docker ignores it
+        _set_winsize(c.tty_fd, h, w)
+        return {}
 
     def op_start(self, req: dict[str, Any]) -> dict[str, Any]:
         c = self._get(req.get("id"))
@@ -510,6 +605,10 @@ class Supervisor:
                 with contextlib.suppress(OSError, ValueError):
                     c.writer.close()
                 c.writer = None
+
+
+def _set_winsize(fd: int, h: int, w: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
 
 
 def _alive(path: str) -> bool:

@@ -132,3 +132,25 @@ def test_live_restore_after_daemon_kill(tmp_path: Path, busybox_tar: Path) -> No
         for name in ("survivor", "quick"):
             d.docker("rm", "-f", name, check=False)
         _stop_and_check(d)
+
+
+def test_run_tty(dk: Daemon) -> None:
+    # -t without -i needs no terminal on the CLI's side; the pty turns \n into \r\n
+    res = dk.docker("run", "-t", "--rm", "busybox", "echo", "hi")
+    assert res.stdout == "hi\r\n" and res.returncode == 0
+    assert dk.docker("ps", "-aq").stdout.split() == []
+
+
+def test_run_tty_logs_raw(dk: Daemon) -> None:
+    res = dk.docker("run", "-t", "--name", "ttylogs", "busybox", "sh", "-c", "echo out; echo err >&2; [ -t 1 ]",
+                    check=False)
+    assert res.returncode == 0 and res.stdout == "out\r\nerr\r\n"
+    logs = dk.docker("logs", "ttylogs")
+    assert logs.stdout == "out\r\nerr\r\n" and logs.stderr == ""
+    dk.docker("rm", "ttylogs")
+
+
+def test_dockyard_cli_run_tty(dk: Daemon) -> None:
+    # the same container through dockyard's own CLI (its pump reads the raw stream)
+    res = dk.cli("run", "-t", "--rm", "busybox", "sh", "-c", "echo hi", raw=True)
+    assert res.stdout == b"hi\r\n" and res.returncode == 0

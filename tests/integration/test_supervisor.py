@@ -159,6 +159,38 @@ def test_stdin(sup: Sup) -> None:
     sup.call("delete", id=cid)
 
 
+def test_tty(sup: Sup, tmp_path: Path) -> None:
+    """``tty``: the supervisor takes the pty master from a console socket; the output is
+    logged as stdout (with the pty's \\r\\n), stdin and resize go to the master."""
+    cid = sup.new_id()
+    log = tmp_path / f"{cid}.log"
+    bundle = make_bundle(tmp_path, ["sh", "-c", "read l; echo got:$l; stty size; [ -t 0 ] && echo tty"],
+                         process={"terminal": True})
+    sup.call("create", id=cid, bundle=str(bundle), log_path=str(log), log_opts={}, stdin=True, tty=True)
+    sup.call("resize", id=cid, h=33, w=101)
+    sup.call("start", id=cid)
+    sup.call("write_stdin", id=cid, data_b64=base64.b64encode(b"hi\n").decode())
+    assert sup.call("wait", id=cid)["exit_code"] == 0
+    records = _records(log)
+    assert {s for s, _ in records} == {"stdout"}
+    out = "".join(text for _, text in records)
+    assert "got:hi\r\n" in out and "33 101\r\n" in out and "tty\r\n" in out
+    sup.call("resize", id=cid, h=10, w=10)  # exited: ignored
+    sup.call("delete", id=cid)
+    assert [p for p in os.listdir(sup.root) if p.startswith("console-")] == []
+
+
+def test_tty_echo(sup: Sup, tmp_path: Path) -> None:
+    cid = sup.new_id()
+    log = tmp_path / f"{cid}.log"
+    bundle = make_bundle(tmp_path, ["echo", "hi"], process={"terminal": True})
+    sup.call("create", id=cid, bundle=str(bundle), log_path=str(log), log_opts={}, tty=True)
+    sup.call("start", id=cid)
+    assert sup.call("wait", id=cid)["exit_code"] == 0
+    assert _records(log) == [("stdout", "hi\r\n")]
+    sup.call("delete", id=cid)
+
+
 def test_errors(sup: Sup, tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="bundle"):
         sup.call("create", id=sup.new_id(), bundle=str(tmp_path / "nope"), log_path=None)

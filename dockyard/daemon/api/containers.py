@@ -54,6 +54,14 @@ async def stop_container(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def resize_container(request: web.Request) -> web.Response:
+    h, w = qint(request, "h", 0), qint(request, "w", 0)
+    if not h or not w or h < 0 or w < 0:
+        raise InvalidArgument("resize needs positive h and w")
+    await asyncio.to_thread(_svc(request).resize, param(request, "id"), h, w)
+    return web.Response(status=200)
+
+
 async def kill_container(request: web.Request) -> web.Response:
     await asyncio.to_thread(_svc(request).kill, param(request, "id"), request.query.get("signal") or None)
     return web.Response(status=204)
@@ -194,6 +202,7 @@ def register(router: Router) -> None:
     router.add("POST", "/containers/{id}/start", start_container)
     router.add("POST", "/containers/{id}/stop", stop_container)
     router.add("POST", "/containers/{id}/kill", kill_container)
+    router.add("POST", "/containers/{id}/resize", resize_container)
     router.add("POST", "/containers/{id}/wait", wait_container)
     router.add("GET", "/containers/{id}/logs", container_logs)
     router.add("POST", "/containers/{id}/attach", attach_container)
