@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from dockyard.cli.context import CLIError, Context
+from dockyard.cli.flags import parse_filters as _filters
 from dockyard.cli.main import BoolFlag, new_parser
 
 
@@ -16,18 +17,6 @@ def _units():
     from dockyard.cli import units
 
     return units
-
-
-def _filters(values: list[str] | None) -> dict[str, list[str]] | None:
-    if not values:
-        return None
-    out: dict[str, list[str]] = {}
-    for v in values:
-        if "=" not in v:
-            raise CLIError(f"invalid argument \"{v}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)", 125)
-        k, val = v.split("=", 1)
-        out.setdefault(k.strip().lower(), []).append(val)
-    return out
 
 
 def _split_repo(repo_tag: str) -> tuple[str, str]:

@@ -39,6 +39,7 @@ from dockyard.errors import (
     NotModified,
     Unavailable,
 )
+from dockyard.humanize import human_duration
 from dockyard.logs import LogRecord, format_time, read_logs
 from dockyard.mount import is_mounted, mount_all, unmount_all
 
@@ -108,34 +109,6 @@ def _parse_ts(ts: str) -> float:
     from dockyard.logs import parse_time
 
     return parse_time(ts) / 1e9
-
-
-def human_duration(seconds: float) -> str:
-    """go-units' HumanDuration, which ``docker ps`` uses for "Up ..." and "... ago"."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 class ContainerService:
