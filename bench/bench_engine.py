@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import glob
 import os
-import select
 import shutil
 import signal
 import statistics
@@ -23,6 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.fixtures.engine import stop_supervisor  # noqa: E402
 
 
 def mounts_under(path: Path) -> list[str]:
@@ -102,33 +104,6 @@ def in_container(pid: int) -> bool:
         return os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     except OSError:
         return True  # gone: not a host-side process
-
-
-def stop_supervisor(exec_root: Path, env: dict[str, str]) -> list[str]:
-    """SIGTERM the supervisor and force-delete what it leaves (as tests/conftest.py does)."""
-    pidfile = exec_root / "supervisor.pid"
-    if pidfile.exists():
-        pid = int(pidfile.read_text())
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            pidfd = -1
-        if pidfd >= 0:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                if not select.select([pidfd], [], [], 30)[0]:
-                    os.kill(pid, signal.SIGKILL)
-                    select.select([pidfd], [], [], 10)
-            finally:
-                os.close(pidfd)
-    runtime_root = exec_root / "runtime"
-    if not runtime_root.is_dir():
-        return []
-    runtime = [sys.executable, "-S", "-m", "dockyard.runtime.cli", "--root", str(runtime_root)]
-    ids = subprocess.run([*runtime, "list", "-q"], capture_output=True, text=True, env=env).stdout.split()
-    for cid in ids:
-        subprocess.run([*runtime, "delete", "-f", cid], capture_output=True, env=env, timeout=60)
-    return ids
 
 
 def main() -> None:

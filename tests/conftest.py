@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.engine import leftover_processes, stop_supervisor
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -134,58 +136,10 @@ def start_daemon(root: Path, *extra: str) -> Daemon:
     return Daemon(root=root, socket=sock, proc=proc, log=log, env=env)
 
 
-def _processes_under(root: Path) -> list[str]:
-    """Processes whose root directory lies under ``root``: container processes."""
-    prefix = os.path.realpath(root).rstrip("/") + "/"
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            if (os.readlink(f"/proc/{pid}/root").rstrip("/") + "/").startswith(prefix):
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-                out.append(f"{pid} {cmdline}")
-        except OSError:
-            continue  # gone meanwhile, or a kernel thread
-    return out
-
-
-def _stop_supervisor(exec_root: Path) -> list[str]:
-    """SIGTERM the supervisor the daemon started (it outlives the daemon by design: live
-    restore) and force-delete the containers it leaves; returns the ids that were left."""
-    import select
-
-    pidfile = exec_root / "supervisor.pid"
-    if pidfile.exists():
-        pid = int(pidfile.read_text())
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            pidfd = -1
-        if pidfd >= 0:
-            try:
-                os.kill(pid, signal.SIGTERM)
-                if not select.select([pidfd], [], [], 30)[0]:
-                    os.kill(pid, signal.SIGKILL)
-                    select.select([pidfd], [], [], 10)
-            finally:
-                os.close(pidfd)
-    runtime_root = exec_root / "runtime"
-    if not runtime_root.is_dir():
-        return []
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    runtime = [sys.executable, "-S", "-m", "dockyard.runtime.cli", "--root", str(runtime_root)]
-    ids = subprocess.run([*runtime, "list", "-q"], capture_output=True, text=True, env=env).stdout.split()
-    for cid in ids:
-        subprocess.run([*runtime, "delete", "-f", cid], capture_output=True, env=env, timeout=60)
-    return ids
-
-
 def _stop_and_check(d: Daemon) -> None:
     d.stop()
-    left_containers = _stop_supervisor(d.root / "exec")
-    left_procs = _processes_under(d.root)
+    left_containers = stop_supervisor(d.root / "exec", d.env)
+    left_procs = leftover_processes(d.root)
     left = mounts_under(str(d.root))
     if left:  # clean up before failing, so one leak does not cascade into other tests
         from dockyard.mount import unmount_all

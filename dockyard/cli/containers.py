@@ -17,6 +17,7 @@ from typing import Any
 
 from dockyard.cli.context import CLIError, Context
 from dockyard.cli.flags import parse_filters as _filters
+from dockyard.cli.flags import run_group
 from dockyard.cli.main import new_parser
 
 
@@ -582,12 +583,4 @@ _CONTAINER_SUBCOMMANDS = {
 
 
 def cmd_container(ctx: Context, args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help"):
-        ctx.out.write("Usage:  dockyard container COMMAND\n\nManage containers\n\nCommands:\n"
-                      + "".join(f"  {name}\n" for name in sorted(_CONTAINER_SUBCOMMANDS)))
-        return 0
-    sub = _CONTAINER_SUBCOMMANDS.get(args[0])
-    if sub is None:
-        raise CLIError(f"dockyard container: unknown command: dockyard container {args[0]}\n\n"
-                       "Run 'dockyard container --help' for more information")
-    return sub(ctx, args[1:], prog=f"dockyard container {args[0]}")
+    return run_group(ctx, args, "container", "Manage containers", _CONTAINER_SUBCOMMANDS)

@@ -1,6 +1,9 @@
-"""Flag values shared by several commands."""
+"""What several command modules share: flag values, and command groups."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from dockyard.cli.context import CLIError
 
@@ -16,3 +19,16 @@ def parse_filters(values: list[str] | None) -> dict[str, list[str]] | None:
         k, val = v.split("=", 1)
         out.setdefault(k.strip().lower(), []).append(val)
     return out
+
+
+def run_group(ctx: Any, args: list[str], group: str, title: str, subcommands: dict[str, Callable[..., int]]) -> int:
+    """``dockyard <group> <sub> ...`` (image, container, system): help, or the subcommand."""
+    if not args or args[0] in ("-h", "--help"):
+        ctx.out.write(f"Usage:  dockyard {group} COMMAND\n\n{title}\n\nCommands:\n"
+                      + "".join(f"  {name}\n" for name in sorted(subcommands)))
+        return 0
+    sub = subcommands.get(args[0])
+    if sub is None:
+        raise CLIError(f"dockyard {group}: unknown command: dockyard {group} {args[0]}\n\n"
+                       f"Run 'dockyard {group} --help' for more information")
+    return sub(ctx, args[1:], prog=f"dockyard {group} {args[0]}")

@@ -10,6 +10,7 @@ from typing import Any
 
 from dockyard.cli.context import CLIError, Context
 from dockyard.cli.flags import parse_filters as _filters
+from dockyard.cli.flags import run_group
 from dockyard.cli.main import BoolFlag, new_parser
 
 
@@ -355,11 +356,4 @@ _IMAGE_SUBCOMMANDS["prune"] = cmd_image_prune
 
 
 def cmd_image(ctx: Context, args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help"):
-        ctx.out.write("Usage:  dockyard image COMMAND\n\nManage images\n\nCommands:\n"
-                      + "".join(f"  {name}\n" for name in sorted(_IMAGE_SUBCOMMANDS)))
-        return 0
-    sub = _IMAGE_SUBCOMMANDS.get(args[0])
-    if sub is None:
-        raise CLIError(f"dockyard image: unknown command: dockyard image {args[0]}\n\nRun 'dockyard image --help' for more information")
-    return sub(ctx, args[1:], prog=f"dockyard image {args[0]}")
+    return run_group(ctx, args, "image", "Manage images", _IMAGE_SUBCOMMANDS)

@@ -6,7 +6,7 @@ import json
 import platform
 import sys
 
-from dockyard.cli.context import CLIError, Context
+from dockyard.cli.context import Context
 from dockyard.cli.main import new_parser
 
 
@@ -83,7 +83,6 @@ def cmd_info(ctx: Context, args: list[str], prog: str = "dockyard info") -> int:
 
 
 def cmd_system(ctx: Context, args: list[str]) -> int:
-    subs = {"info": cmd_info}
-    if not args or args[0] not in subs:
-        raise CLIError("Usage:  dockyard system COMMAND\n\nCommands:\n  info        Display system-wide information")
-    return subs[args[0]](ctx, args[1:], prog=f"dockyard system {args[0]}")
+    from dockyard.cli.flags import run_group
+
+    return run_group(ctx, args, "system", "Manage dockyard", {"info": cmd_info})

@@ -117,8 +117,9 @@ def test_unmount_all_busy_mount_is_detached(tmp_path: Path) -> None:
 
 
 def test_unmount_all_of_unmounted_path_is_noop(tmp_path: Path) -> None:
-    unmount_all(str(tmp_path / "nothing-here"))
+    unmount_all(str(tmp_path / "nothing-here"))  # missing path: no error
     unmount_all(str(tmp_path))
+    assert mounts_under(str(tmp_path)) == [] and tmp_path.is_dir()
 
 
 def test_mount_point_with_space_and_symlinked_path(tmp_path: Path) -> None:

@@ -175,10 +175,15 @@ def test_validation_messages(body: dict[str, Any], hc: dict[str, Any], message: 
 
 
 def test_valid_values_pass() -> None:
-    create({"StopSignal": "SIGRTMIN+3"}, RestartPolicy={"Name": "on-failure", "MaximumRetryCount": 2},
-           CpusetCpus="0,1", NanoCpus=1_500_000_000, SecurityOpt=["label=disable", "no-new-privileges"],
-           Ulimits=[{"Name": "nofile", "Soft": 10, "Hard": 20}], CapAdd=["ALL"], CapDrop=["net_raw"])
-    create(AutoRemove=True, RestartPolicy={"Name": "no"})
+    res = create({"StopSignal": "SIGRTMIN+3"}, RestartPolicy={"Name": "on-failure", "MaximumRetryCount": 2},
+                 CpusetCpus="0,1", NanoCpus=1_500_000_000, SecurityOpt=["label=disable", "no-new-privileges"],
+                 Ulimits=[{"Name": "nofile", "Soft": 10, "Hard": 20}], CapAdd=["ALL"], CapDrop=["net_raw"])
+    hc = res.host_config
+    assert res.config["StopSignal"] == "SIGRTMIN+3"
+    assert hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    assert hc["NanoCpus"] == 1_500_000_000 and hc["CpusetCpus"] == "0,1"
+    assert hc["Ulimits"] == [{"Name": "nofile", "Soft": 10, "Hard": 20}]
+    assert create(AutoRemove=True, RestartPolicy={"Name": "no"}).host_config["AutoRemove"] is True
 
 
 @pytest.mark.parametrize(("raw", "num"), [("SIGTERM", 15), ("term", 15), ("9", 9), ("SIGKILL", 9)])
