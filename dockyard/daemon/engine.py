@@ -14,6 +14,7 @@ import uuid
 from dockyard.content.local import LocalStore
 from dockyard.daemon.config import DaemonConfig
 from dockyard.daemon.containers import ContainerService
+from dockyard.daemon.events import EventBus
 from dockyard.errors import Unavailable
 from dockyard.images.metadata import MetadataStore
 from dockyard.images.service import ImageService
@@ -33,6 +34,7 @@ class Engine:
         os.makedirs(root, mode=0o711, exist_ok=True)
         os.makedirs(config.exec_root, mode=0o700, exist_ok=True)
         self.id = self._engine_id(root)
+        self.events = EventBus()
         self.content = LocalStore(os.path.join(root, "content"))
         driver = config.storage_driver or detect(root)
         self.snapshotter = open_snapshotter(driver, os.path.join(root, "snapshots", driver))
