@@ -91,3 +91,60 @@ def stop() -> None:
     _stop.release()
     _done.acquire()
     _stop = _done = None
+
+
+class Warmer:
+    """The same trick for a long-lived, threaded process (the daemon): ``kick()`` when a
+    container is about to be created or exec'd, and a thread keeps the rwsem's fast path
+    open for ``seconds`` after the last kick — the grace period then elapses while the
+    daemon prepares the snapshot and bundle, and the supervisor's attach (any process's
+    migration counts: the rwsem is global) is immediate. Idle, it costs nothing."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._deadline = 0.0
+        self._running = False
+        self._path = _own_procs_file() if os.geteuid() == 0 else None
+
+    def kick(self, seconds: float = 0.5) -> None:
+        import threading
+        import time
+
+        if self._path is None:
+            return
+        with self._lock:
+            self._deadline = max(self._deadline, time.monotonic() + seconds)
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._run, name="cgroup-warmer", daemon=True).start()
+
+    def _run(self) -> None:
+        import time
+
+        assert self._path is not None
+        pid = str(os.getpid()).encode()
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            self._path = None  # e.g. not allowed here: stop trying
+            with self._lock:
+                self._running = False
+            return
+        try:
+            while True:
+                with self._lock:
+                    if time.monotonic() >= self._deadline:
+                        self._running = False
+                        return
+                try:
+                    os.write(fd, pid)
+                except OSError:
+                    with self._lock:
+                        self._running = False
+                    return
+                time.sleep(_INTERVAL)
+        finally:
+            os.close(fd)

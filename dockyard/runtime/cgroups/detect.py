@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from dockyard.runtime.values import Value
 
@@ -50,7 +51,44 @@ def parse_mountinfo(text: str) -> list[CgroupMount]:
     return mounts
 
 
-def read_mounts(mountinfo: str = "/proc/self/mountinfo") -> list[CgroupMount]:
+class _MountinfoCache:
+    """This process's cgroup mounts, re-read only when the mount table changed: the kernel
+    flags an open mountinfo file with POLLPRI on every change in its namespace. A
+    long-lived caller (the supervisor) otherwise parses the whole table several times
+    per container. Keyed by pid: a forked child (maybe in a new mount namespace) reads
+    afresh."""
+
+    def __init__(self) -> None:
+        self.pid = -1
+        self.fd = -1
+        self.poll: Any = None
+        self.mounts: list[CgroupMount] = []
+
+    def get(self) -> list[CgroupMount]:
+        import select
+
+        if self.pid != os.getpid():
+            self.pid, self.fd = os.getpid(), os.open(_SELF_MOUNTINFO, os.O_RDONLY | os.O_CLOEXEC)
+            self.poll = select.poll()
+            self.poll.register(self.fd, select.POLLPRI | select.POLLERR)
+        elif not self.poll.poll(0):
+            return list(self.mounts)
+        # read from the start: this clears the change flag until the next change
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(self.fd, 1 << 16):
+            chunks.append(chunk)
+        self.mounts = parse_mountinfo(b"".join(chunks).decode(errors="surrogateescape"))
+        return list(self.mounts)
+
+
+_SELF_MOUNTINFO = "/proc/self/mountinfo"
+_cache = _MountinfoCache()
+
+
+def read_mounts(mountinfo: str = _SELF_MOUNTINFO) -> list[CgroupMount]:
+    if mountinfo == _SELF_MOUNTINFO:
+        return _cache.get()
     with open(mountinfo) as f:
         return parse_mountinfo(f.read())
 
