@@ -1,9 +1,17 @@
 """HTTP client for the dockyard daemon's Docker Engine API.
 
 Like the docker CLI, every command is a sequence of API calls over a unix socket
-(default) or TCP. HTTP/1.1 via the stdlib's ``http.client``, which costs ~20 ms to
-import (it pulls in ``email`` and ``ssl``); it is therefore imported on the first
-request, not with this module, so ``dockyard --help`` and argument errors stay fast.
+(default) or TCP. The HTTP/1.1 here is our own, on the C ``_socket`` module: the
+stdlib's ``http.client`` costs ~20 ms to import (``email``, ``ssl``...) and
+``socket.py`` another ~3 ms of enum set-up, against a CLI budget of a few
+milliseconds. Only hijacking (attach, exec), which hands a socket to the caller,
+uses ``socket.socket``.
+
+Requests send a ``Content-Length`` body or a chunked one (uploads from files and
+pipes). Responses are framed by ``Content-Length``, chunked encoding (trailers
+read and dropped) or the end of the connection; HEAD, 1xx, 204 and 304 have no
+body. Streamed bodies are read with plain ``recv``: whatever bytes have arrived
+are handed over at once, so progress, ``logs -f`` and events show up live.
 
 One keep-alive connection is kept idle between calls. A streamed response holds
 its connection until read to the end or closed; a request made meanwhile (e.g.
@@ -12,25 +20,23 @@ its connection until read to the end or closed; a request made meanwhile (e.g.
 
 from __future__ import annotations
 
-import codecs
-import json
 import os
-import re
-from collections.abc import Iterator, Mapping
-from typing import IO, TYPE_CHECKING, Any
 
 from dockyard import API_VERSION, __version__
 from dockyard.errors import DockyardError, InvalidArgument
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
 if TYPE_CHECKING:
-    import http.client
     import socket
+    from collections.abc import Iterator, Mapping
+    from typing import IO, Any
 
 __all__ = [
     "DEFAULT_HOST",
     "APIClient",
     "APIError",
     "DaemonUnreachable",
+    "Headers",
     "ProtocolError",
     "Response",
     "encode_params",
@@ -42,6 +48,8 @@ DEFAULT_HOST = "unix:///run/dockyard/dockyard.sock"
 API_PREFIX = f"/v{API_VERSION}"
 USER_AGENT = f"dockyard-cli/{__version__}"
 _BLOCK = 64 * 1024
+_MAX_HEAD = 64 * 1024  # a response head (or a chunk-size line, or trailers) larger than this is garbage
+_PREALLOCATE = 16 << 20  # Content-Length bodies up to this are received into one buffer
 
 
 class APIError(DockyardError):
@@ -69,6 +77,10 @@ class ProtocolError(DockyardError):
     """The daemon sent something that isn't the HTTP/JSON we expect."""
 
     status = 502
+
+
+class _Disconnected(ConnectionError):
+    """The daemon closed the connection before the response was complete."""
 
 
 # ----------------------------------------------------------------- helpers
@@ -100,10 +112,17 @@ def encode_params(params: Mapping[str, Any] | None) -> str:
                 continue
             if isinstance(v, bool):
                 s = "1" if v else "0"
-            elif isinstance(v, Mapping):
-                s = json.dumps(v, separators=(",", ":"))
-            else:
+            elif isinstance(v, (str, int, float)):
                 s = str(v)
+            else:
+                from collections.abc import Mapping
+
+                if isinstance(v, Mapping):
+                    import json
+
+                    s = json.dumps(v, separators=(",", ":"))
+                else:
+                    s = str(v)
             parts.append(f"{quote(str(key))}={quote(s)}")
     return "&".join(parts)
 
@@ -128,62 +147,327 @@ def parse_host(host: str) -> tuple[str, str | tuple[str, int], str, str]:
         raise InvalidArgument(f"invalid daemon address {host!r}: unsupported scheme {scheme!r}")
     hostport, _, path = rest.partition("/")
     base = ("/" + path).rstrip("/") if path else ""
-    m = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?|([^:\[\]]*)(?::(\d+))?", hostport)
-    if m is None:
-        raise InvalidArgument(f"invalid daemon address {host!r}")
-    name = m.group(1) or m.group(3) or "127.0.0.1"
-    port_s = m.group(2) or m.group(4)
-    port = int(port_s) if port_s else 2375
+    if hostport.startswith("["):  # [v6 address] or [v6 address]:port
+        name, bracket, port_part = hostport[1:].partition("]")
+        if not bracket or not name:
+            raise InvalidArgument(f"invalid daemon address {host!r}")
+    else:
+        name, _, tail = hostport.partition(":")
+        port_part = ":" + tail if _ else ""
+        if "[" in name or "]" in name:
+            raise InvalidArgument(f"invalid daemon address {host!r}")
+    if port_part:
+        port_s = port_part[1:]
+        if port_part[0] != ":" or not port_s.isdecimal():
+            raise InvalidArgument(f"invalid daemon address {host!r}")
+        port = int(port_s)
+    else:
+        port = 2375
     if not 0 < port < 65536:
         raise InvalidArgument(f"invalid daemon address {host!r}: bad port")
-    return "tcp", (name, port), host, base
+    return "tcp", (name or "127.0.0.1", port), host, base
 
 
-# http.client is imported lazily (see module docstring).
-_unix_connection_cls: Any = None
+def _has_version_prefix(path: str) -> bool:
+    """``/v1.24/...``: the caller picked the API version itself."""
+    if not path.startswith("/v"):
+        return False
+    major, dot, rest = path[2:].partition(".")
+    minor, slash, _ = rest.partition("/")
+    return bool(dot and slash) and major.isdecimal() and minor.isdecimal()
 
 
-def _unix_connection_class() -> Any:
-    global _unix_connection_cls
-    if _unix_connection_cls is None:
-        import http.client
-
-        class UnixHTTPConnection(http.client.HTTPConnection):
-            """HTTPConnection over an AF_UNIX stream socket."""
-
-            def __init__(self, path: str, timeout: float | None = None) -> None:
-                super().__init__("localhost", timeout=timeout, blocksize=_BLOCK)
-                self.socket_path = path
-
-            def connect(self) -> None:
-                import socket  # already loaded by http.client
-
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    sock.settimeout(self.timeout)
-                    sock.connect(self.socket_path)
-                except BaseException:
-                    sock.close()
-                    raise
-                self.sock = sock
-
-        _unix_connection_cls = UnixHTTPConnection
-    return _unix_connection_cls
+def _socket_module() -> Any:
+    """The C socket module: all the client needs, without ``socket.py``'s import cost."""
+    try:
+        import _socket
+    except ImportError:  # pragma: no cover - not CPython
+        import socket as _socket
+    return _socket
 
 
-def __getattr__(name: str) -> Any:
-    # `from dockyard.cli.client import UnixHTTPConnection` works, lazily.
-    if name == "UnixHTTPConnection":
-        return _unix_connection_class()
-    raise AttributeError(name)
+def _open_socket(kind: str, address: Any, timeout: float | None, mod: Any) -> Any:
+    """A connected stream socket of module ``mod`` (``_socket`` or ``socket``).
+    Raises OSError."""
+    if kind == "unix":
+        sock = mod.socket(mod.AF_UNIX, mod.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    name, port = address
+    error: OSError | None = None
+    for family, type_, proto, _, sockaddr in mod.getaddrinfo(name, port, 0, mod.SOCK_STREAM):
+        sock = mod.socket(family, type_, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            # Requests go out as a few writes (head, chunks): no Nagle delays.
+            sock.setsockopt(mod.IPPROTO_TCP, mod.TCP_NODELAY, 1)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+        except BaseException:
+            sock.close()
+            raise
+    raise error or OSError(f"no address found for {name!r}")
+
+
+def _request_head(method: str, url: str, host: str, headers: Mapping[str, str]) -> bytes:
+    """Request line and header fields, ``\\r\\n\\r\\n``-terminated."""
+    if not url.isascii():  # e.g. an unquoted image name: send it percent-encoded
+        url = "".join(c if c.isascii() else quote(c) for c in url)
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise InvalidArgument(f"invalid request path {url!r}: contains whitespace or control characters")
+    lines = [f"{method} {url} HTTP/1.1"]
+    if not any(k.lower() == "host" for k in headers):
+        lines.append(f"Host: {host}")
+    for k, v in headers.items():
+        v = str(v)
+        if not k or any(c in k for c in ":\r\n ") or "\r" in v or "\n" in v or "\0" in v:
+            raise InvalidArgument(f"invalid HTTP header {k!r}: {v!r}")
+        lines.append(f"{k}: {v}")
+    lines.append("\r\n")
+    try:
+        return "\r\n".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        return "\r\n".join(lines).encode("utf-8")
+
+
+def _body_chunks(body: Any) -> Iterator[bytes]:
+    """The pieces of a streamed request body: a file-like object read 64 KiB at a
+    time (``read1`` where there is one: a pipe's data is sent as it comes), or an
+    iterable of bytes/str."""
+    read = getattr(body, "read1", None) or getattr(body, "read", None)
+    if read is not None:
+        while True:
+            data = read(_BLOCK)
+            if not data:
+                return
+            yield data.encode() if isinstance(data, str) else data
+    else:
+        for data in body:
+            if data:  # an empty chunk would end the body
+                yield data.encode() if isinstance(data, str) else data
+
+
+def _send_chunked(sendall: Any, head: bytes, body: Any) -> OSError | None:
+    """Sends the request head and ``body`` in chunked encoding. Returns the socket
+    error that cut it short, if any; errors reading ``body`` propagate."""
+    try:
+        sendall(head)
+    except OSError as e:
+        return e
+    for data in _body_chunks(body):
+        try:
+            sendall(b"%x\r\n" % len(data) + data + b"\r\n")
+        except OSError as e:
+            return e
+    try:
+        sendall(b"0\r\n\r\n")
+    except OSError as e:
+        return e
+    return None
+
+
+# ------------------------------------------------------------------ HTTP/1.1
+
+
+class Headers:
+    """Response header fields in the order received. Lookups ignore case; like
+    ``http.client``'s message object, ``[]`` gives None for a missing field and
+    the first of repeated fields (``get_all()`` gives every one)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
+        self._items = items or []
+
+    def get(self, name: str, default: Any = None) -> Any:
+        name = name.lower()
+        for k, v in self._items:
+            if k.lower() == name:
+                return v
+        return default
+
+    def __getitem__(self, name: str) -> str | None:
+        return self.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def get_all(self, name: str, default: Any = None) -> Any:
+        name = name.lower()
+        found = [v for k, v in self._items if k.lower() == name]
+        return found or default
+
+    def keys(self) -> list[str]:
+        return [k for k, _ in self._items]
+
+    def values(self) -> list[str]:
+        return [v for _, v in self._items]
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def _tokens(self, name: str) -> list[str]:
+        """Comma-separated values of every ``name`` field, lower-cased."""
+        return [
+            t.strip().lower() for v in self.get_all(name, ()) for t in v.split(",") if t.strip()
+        ]
+
+
+def _parse_head(head: bytes) -> tuple[str, int, str, Headers]:
+    """(protocol version, status, reason, headers) from a response head without
+    its blank line."""
+    lines = head.decode("latin-1").split("\r\n")
+    proto, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not (proto.startswith("HTTP/1.") and len(code) == 3 and code.isascii() and code.isdigit()):
+        raise ProtocolError(f"malformed status line from the daemon: {lines[0][:100]!r}")
+    items: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t") and items:  # obsolete line folding
+            k, v = items[-1]
+            items[-1] = (k, f"{v} {line.strip()}".strip())
+            continue
+        name, sep, value = line.partition(":")
+        name = name.strip()
+        if not sep or not name:
+            raise ProtocolError(f"malformed header line from the daemon: {line[:100]!r}")
+        items.append((name, value.strip()))
+    return proto, int(code), reason.strip(), Headers(items)
+
+
+class _Connection:
+    """One HTTP/1.1 connection: a socket and the bytes received but not yet used."""
+
+    __slots__ = ("sock", "buf", "received")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock  # None once closed
+        self.buf = bytearray()
+        self.received = 0  # bytes ever received (did a failed request get any answer?)
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        self.buf = bytearray()
+        if sock is not None:
+            sock.close()
+
+    def idle_ok(self) -> bool:
+        """An idle keep-alive connection is still usable: the daemon hasn't closed
+        it (EOF) and sent nothing unasked. One non-blocking peek."""
+        if self.sock is None or self.buf:
+            return False
+        sock = self.sock
+        mod = _socket_module()
+        timeout = sock.gettimeout()
+        dontwait = getattr(mod, "MSG_DONTWAIT", 0) if timeout is None else 0
+        if not dontwait:
+            sock.settimeout(0)
+        try:
+            sock.recv(1, mod.MSG_PEEK | dontwait)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            if not dontwait:
+                sock.settimeout(timeout)
+        return False
+
+    def _fill(self) -> int:
+        data = self.sock.recv(_BLOCK)
+        self.received += len(data)
+        self.buf += data
+        return len(data)
+
+    def read_head(self) -> bytes:
+        """The next response head (without the blank line ending it)."""
+        buf = self.buf
+        start = 0
+        while True:
+            end = buf.find(b"\r\n\r\n", start)
+            if end >= 0:
+                head = bytes(buf[:end])
+                del buf[: end + 4]
+                return head
+            if len(buf) > _MAX_HEAD:
+                raise ProtocolError("response head from the daemon too large")
+            start = max(0, len(buf) - 3)
+            if not self._fill():
+                if buf:
+                    raise _Disconnected("connection closed in the middle of the response head")
+                raise _Disconnected("Remote end closed connection without response")
+
+    def read_line(self) -> bytes:
+        """One line (chunk size, trailer field) without its CRLF (or bare LF)."""
+        buf = self.buf
+        start = 0
+        while True:
+            end = buf.find(b"\n", start)
+            if end >= 0:
+                line = bytes(buf[:end])
+                del buf[: end + 1]
+                return line[:-1] if line.endswith(b"\r") else line
+            if len(buf) > _MAX_HEAD:
+                raise ProtocolError("line too long in the daemon's chunked response")
+            start = len(buf)
+            if not self._fill():
+                raise _Disconnected("connection closed in the middle of a chunked body")
+
+    def recv_some(self, n: int) -> bytes:
+        """Up to ``n`` bytes: what is buffered, else one ``recv`` (which returns as
+        soon as anything arrives). ``b""`` at EOF."""
+        buf = self.buf
+        if buf:
+            data = bytes(buf[:n])
+            del buf[:n]
+            return data
+        data = self.sock.recv(n)
+        self.received += len(data)
+        return data
+
+    def recv_exact(self, n: int) -> tuple[bytes, int]:
+        """(data, count): ``n`` bytes, fewer only if the connection closes first."""
+        out = bytearray(n)
+        buf = self.buf
+        got = min(n, len(buf))
+        out[:got] = buf[:got]
+        del buf[:got]
+        view = memoryview(out)
+        recv_into = self.sock.recv_into
+        while got < n:
+            k = recv_into(view[got:], min(n - got, 1 << 20))
+            if not k:
+                break
+            self.received += k
+            got += k
+        view.release()
+        if got < n:
+            del out[got:]
+        return bytes(out), got
+
+
+# Body framing of a response
+_NONE, _LENGTH, _CHUNKED, _UNTIL_CLOSE = range(4)
 
 
 # ---------------------------------------------------------- JSON streaming
-
-_NON_WS = re.compile(r"[^ \t\r\n]")
-_STR_SPECIAL = re.compile(r'["\\]')
-_STRUCTURAL = re.compile(r'[{}\[\]"]')
-_SCALAR_END = re.compile(r'[ \t\r\n{}\[\]",]')
 
 
 class _JSONSplitter:
@@ -194,7 +478,17 @@ class _JSONSplitter:
     instead of re-parsing a growing buffer after every chunk.
     """
 
+    _NON_WS: Any = None  # compiled on first use: `re` isn't needed before
+
     def __init__(self) -> None:
+        if _JSONSplitter._NON_WS is None:
+            import re
+
+            cls = _JSONSplitter
+            cls._STR_SPECIAL = re.compile(r'["\\]')
+            cls._STRUCTURAL = re.compile(r'[{}\[\]"]')
+            cls._SCALAR_END = re.compile(r'[ \t\r\n{}\[\]",]')
+            cls._NON_WS = re.compile(r"[^ \t\r\n]")
         self.active = False  # inside a value
         self.scalar = False  # a top-level number/true/false/null
         self.depth = 0
@@ -207,9 +501,13 @@ class _JSONSplitter:
         pos = 0
         start = 0
         n = len(chunk)
+        non_ws = self._NON_WS.search
+        str_special = self._STR_SPECIAL.search
+        scalar_end = self._SCALAR_END.search
+        structural = self._STRUCTURAL.search
         while pos < n:
             if not self.active:
-                m = _NON_WS.search(chunk, pos)
+                m = non_ws(chunk, pos)
                 if m is None:
                     break
                 pos = start = m.start()
@@ -229,7 +527,7 @@ class _JSONSplitter:
                 pos += 1
                 continue
             if self.in_str:
-                m = _STR_SPECIAL.search(chunk, pos)
+                m = str_special(chunk, pos)
                 if m is None:
                     break
                 pos = m.end()
@@ -241,13 +539,13 @@ class _JSONSplitter:
                     values.append(self._take(chunk[start:pos]))
                 continue
             if self.scalar:
-                m = _SCALAR_END.search(chunk, pos)
+                m = scalar_end(chunk, pos)
                 if m is None:
                     break
                 pos = m.start()
                 values.append(self._take(chunk[start:pos]))
                 continue
-            m = _STRUCTURAL.search(chunk, pos)
+            m = structural(chunk, pos)
             if m is None:
                 break
             pos = m.end()
@@ -291,15 +589,50 @@ class Response:
     :meth:`close`) to let go of a stream early.
     """
 
-    def __init__(self, client: APIClient, conn: Any, raw: http.client.HTTPResponse) -> None:
-        self.status: int = raw.status
-        self.reason: str = raw.reason
-        self.headers = raw.headers
+    def __init__(
+        self,
+        client: APIClient | None,
+        conn: _Connection,
+        status: int,
+        reason: str,
+        headers: Headers,
+        version: str = "HTTP/1.1",
+        method: str = "GET",
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
         self._client = client
         self._conn = conn
-        self._raw = raw
         self._body: bytes | None = None
-        self._done = False
+        self._done = False  # the connection was handed back or dropped
+        connection = headers._tokens("Connection")
+        if version == "HTTP/1.0":
+            self._keep_alive = "keep-alive" in connection
+        else:
+            self._keep_alive = "close" not in connection
+        self._left = 0  # bytes left: of the body (_LENGTH), of the current chunk (_CHUNKED)
+        self._chunked_started = False
+        self._eof = False  # the body was read to its end
+        if method == "HEAD" or status < 200 or status in (204, 304):
+            self._mode = _NONE
+            self._eof = True
+        elif "Transfer-Encoding" in headers:
+            # chunked must come last; any other coding runs to the end of the connection
+            te = headers._tokens("Transfer-Encoding")
+            self._mode = _CHUNKED if te and te[-1] == "chunked" else _UNTIL_CLOSE
+        elif "Content-Length" in headers:
+            lengths = set(headers._tokens("Content-Length"))
+            value = next(iter(lengths), "")
+            if len(lengths) != 1 or not (value.isascii() and value.isdigit()):
+                raise ProtocolError(f"invalid Content-Length from the daemon: {sorted(lengths)!r}")
+            self._mode = _LENGTH
+            self._left = int(lengths.pop())
+            self._eof = not self._left
+        else:
+            self._mode = _UNTIL_CLOSE
+        if self._mode == _UNTIL_CLOSE:
+            self._keep_alive = False
 
     def __enter__(self) -> Response:
         return self
@@ -309,29 +642,101 @@ class Response:
 
     def _finish(self) -> None:
         # The body was read to the end: the connection can serve another request.
-        if not self._done:
-            self._done = True
-            self._client._release(self._conn)
+        if self._done:
+            return
+        self._done = True
+        conn = self._conn
+        if not self._keep_alive or conn.buf:  # bytes beyond the response: don't trust it
+            conn.close()
+        if self._client is None:
+            conn.close()
+        else:
+            self._client._release(conn)
 
     def close(self) -> None:
         """Abandon the rest of the body; the connection is dropped, not reused."""
         if self._done:
             return
+        if self._eof:
+            self._finish()
+            return
         self._done = True
-        if self._raw.isclosed():
-            self._client._release(self._conn)
-        else:
-            self._raw.close()
-            self._conn.close()
+        self._conn.close()
+
+    def _read_some(self, size: int) -> bytes:
+        """Up to ``size`` body bytes, as soon as any are there; ``b""`` at the end.
+        Raises OSError (connection broken) or ProtocolError."""
+        conn = self._conn
+        if self._eof or conn.sock is None:
+            return b""
+        mode = self._mode
+        if mode == _UNTIL_CLOSE:
+            data = conn.recv_some(size)
+            if not data:
+                self._eof = True
+            return data
+        if mode == _CHUNKED and not self._left and not self._next_chunk():
+            return b""
+        data = conn.recv_some(min(size, self._left))
+        if not data:
+            if mode == _CHUNKED:
+                raise _Disconnected("connection closed in the middle of a chunked body")
+            raise _Disconnected(f"connection closed with {self._left} bytes of the body missing")
+        self._left -= len(data)
+        if mode == _LENGTH and not self._left:
+            self._eof = True
+        return data
+
+    def _next_chunk(self) -> bool:
+        """Reads up to the next chunk's data; False (trailers consumed) at the end."""
+        conn = self._conn
+        if self._chunked_started and conn.read_line():  # the CRLF after a chunk's data
+            raise ProtocolError("malformed chunked encoding from the daemon: no CRLF after chunk data")
+        self._chunked_started = True
+        line = conn.read_line()
+        size = line.partition(b";")[0].strip()  # chunk extensions are ignored
+        if not size or size.strip(b"0123456789abcdefABCDEF"):
+            raise ProtocolError(f"malformed chunk size line from the daemon: {line[:100]!r}")
+        n = int(size, 16)
+        if n:
+            self._left = n
+            return True
+        total = 0
+        while trailer := conn.read_line():
+            total += len(trailer)
+            if total > _MAX_HEAD:
+                raise ProtocolError("chunked response trailers from the daemon too large")
+        self._eof = True
+        return False
+
+    def _broken(self, e: OSError) -> DaemonUnreachable:
+        self.close()
+        return DaemonUnreachable(f"error reading response from the daemon: {e}")
 
     def read(self) -> bytes:
         """The whole body (the rest of it, for a partly iterated stream)."""
         if self._body is None:
             try:
-                self._body = self._raw.read()
-            except (OSError, _http().HTTPException) as e:
+                want = self._left
+                if self._mode == _LENGTH and want <= _PREALLOCATE and self._conn.sock is not None:
+                    body, got = self._conn.recv_exact(want)
+                    self._left -= got
+                    if got < want:
+                        raise _Disconnected(
+                            f"connection closed with {want - got} bytes of the body missing"
+                        )
+                    self._eof = True
+                else:
+                    pieces: list[bytes] = []
+                    while data := self._read_some(_BLOCK):
+                        pieces.append(data)
+                    body = b"".join(pieces)
+            except OSError as e:
+                raise self._broken(e) from None
+            except ProtocolError:
                 self.close()
-                raise DaemonUnreachable(f"error reading response from the daemon: {e}") from None
+                raise
+            self._body = body
             self._finish()
         return self._body
 
@@ -343,28 +748,28 @@ class Response:
         data = self.read()
         if not data.strip():
             return None
+        import json
+
         try:
             return json.loads(data)
         except ValueError as e:
             raise ProtocolError(f"invalid JSON in daemon response: {e}") from None
 
     def iter_chunks(self, size: int = _BLOCK) -> Iterator[bytes]:
-        """Body bytes as they arrive (``read1``: no waiting for a full block)."""
+        """Body bytes as they arrive (one ``recv``: no waiting for a full block)."""
         if self._body is not None:
             if self._body:
                 yield self._body
             return
-        raw = self._raw
         try:
             while True:
-                chunk = raw.read1(size)
+                chunk = self._read_some(size)
                 if not chunk:
                     break
                 yield chunk
-        except (OSError, _http().HTTPException) as e:
-            self.close()
-            raise DaemonUnreachable(f"error reading response from the daemon: {e}") from None
-        except GeneratorExit:
+        except OSError as e:
+            raise self._broken(e) from None
+        except (ProtocolError, GeneratorExit):
             self.close()
             raise
         self._finish()
@@ -372,6 +777,8 @@ class Response:
     def iter_json(self) -> Iterator[Any]:
         """Decoded JSON values from a stream of concatenated or newline-delimited
         JSON (progress messages, events, stats), yielded as each one completes."""
+        import codecs
+
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         splitter = _JSONSplitter()
         for chunk in self.iter_chunks():
@@ -382,26 +789,24 @@ class Response:
 
 
 def _loads(text: str) -> Any:
+    import json
+
     try:
         return json.loads(text)
     except ValueError as e:
         raise ProtocolError(f"invalid JSON in daemon response stream: {e}") from None
 
 
-def _http() -> Any:
-    import http.client
-
-    return http.client
-
-
 def _error_message(status: int, reason: str, body: bytes) -> str:
     text = body.decode("utf-8", "replace").strip()
     if text:
+        import json
+
         try:
             doc = json.loads(text)
         except ValueError:
             return text
-        if isinstance(doc, Mapping) and isinstance(doc.get("message"), str):
+        if isinstance(doc, dict) and isinstance(doc.get("message"), str):
             return doc["message"]
         return text
     return f"{status} {reason}".strip()
@@ -420,38 +825,33 @@ class APIClient:
         self.host = host
         self.kind, self.address, self.display_host, self.base_path = parse_host(host)
         self.timeout = timeout
-        self._idle: Any = None
+        self._idle: _Connection | None = None
+        if self.kind == "unix":
+            self._host_header = "localhost"
+        else:
+            name, port = self.address
+            self._host_header = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
 
     # -- connections
-    def _new_connection(self) -> Any:
-        if self.kind == "unix":
-            return _unix_connection_class()(self.address, timeout=self.timeout)
-        name, port = self.address
-        return _http().HTTPConnection(name, port, timeout=self.timeout, blocksize=_BLOCK)
-
-    def _acquire(self, fresh: bool = False) -> tuple[Any, bool]:
-        conn, self._idle = self._idle, None
-        if conn is not None and (fresh or conn.sock is None):
-            conn.close()
-            conn = None
-        if conn is None:
-            conn = self._new_connection()
-            self._connect(conn)
-            return conn, False
-        return conn, True
-
-    def _connect(self, conn: Any) -> None:
+    def _connect_socket(self, mod: Any, timeout: float | None) -> Any:
         try:
-            conn.connect()
+            return _open_socket(self.kind, self.address, timeout, mod)
         except PermissionError as e:
-            conn.close()
             raise DaemonUnreachable(
                 "permission denied while trying to connect to the dockyard daemon socket at "
                 f"{self.display_host}: {e.strerror or e}"
             ) from None
         except OSError:
-            conn.close()
             raise DaemonUnreachable(self.unreachable_message()) from None
+
+    def _acquire(self, fresh: bool = False) -> tuple[_Connection, bool]:
+        """The idle keep-alive connection if it is still good (reused=True), else a new one."""
+        conn, self._idle = self._idle, None
+        if conn is not None:
+            if not fresh and conn.idle_ok():
+                return conn, True
+            conn.close()
+        return _Connection(self._connect_socket(_socket_module(), self.timeout)), False
 
     def unreachable_message(self) -> str:
         return (
@@ -459,7 +859,7 @@ class APIClient:
             "Is the dockyard daemon running?"
         )
 
-    def _release(self, conn: Any) -> None:
+    def _release(self, conn: _Connection) -> None:
         if self._idle is None and conn.sock is not None:
             self._idle = conn
         else:
@@ -480,7 +880,7 @@ class APIClient:
     def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
         if not path.startswith("/"):
             path = "/" + path
-        if not re.match(r"/v\d+\.\d+/", path):
+        if not _has_version_prefix(path):
             path = API_PREFIX + path
         query = encode_params(params)
         return self.base_path + path + ("?" + query if query else "")
@@ -488,6 +888,8 @@ class APIClient:
     def _headers(self, body: Any, headers: Mapping[str, str] | None) -> tuple[Any, dict[str, str]]:
         hdrs = {"User-Agent": USER_AGENT}
         if isinstance(body, (dict, list)):
+            import json
+
             body = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"
         elif isinstance(body, str):
@@ -505,32 +907,85 @@ class APIClient:
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
     ) -> Response:
-        """One API call. ``body``: dict/list (sent as JSON), str, bytes or None.
+        """One API call. ``body``: dict/list (sent as JSON), str, bytes, None, or a
+        file/iterable of bytes (sent chunked, like :meth:`post_stream`).
 
         Raises :class:`APIError` for status >= 400 (docker's client treats 1xx-3xx,
         e.g. 304 "already started", as success), :class:`DaemonUnreachable` when
         the daemon can't be reached.
         """
-        url = self.url(path, params)
         payload, hdrs = self._headers(body, headers)
-        hc = _http()
+        return self._exchange(method, self.url(path, params), payload, hdrs, stream)
+
+    def _exchange(
+        self, method: str, url: str, payload: Any, hdrs: dict[str, str], stream: bool
+    ) -> Response:
+        names = {k.lower() for k in hdrs}
+        framed = "content-length" in names or "transfer-encoding" in names
+        replayable = payload is None or isinstance(payload, (bytes, bytearray, memoryview))
+        if not replayable:
+            if not framed:
+                hdrs["Transfer-Encoding"] = "chunked"
+        elif not framed and (payload is not None or method in ("POST", "PUT", "PATCH")):
+            hdrs["Content-Length"] = str(len(payload) if payload is not None else 0)
+        head = _request_head(method, url, self._host_header, hdrs)
+        if not replayable:
+            return self._exchange_streamed(method, url, head, payload, stream)
+        if payload and len(payload) <= _BLOCK:
+            head, payload = head + payload, None
         for attempt in range(2):
             conn, reused = self._acquire()
+            mark = conn.received
             try:
-                conn.request(method, url, body=payload, headers=hdrs)
-                raw = conn.getresponse()
-            except (OSError, hc.HTTPException) as e:
+                conn.sock.sendall(head)
+                if payload:
+                    conn.sock.sendall(payload)
+                resp = self._response(conn, method)
+            except OSError as e:
                 conn.close()
-                # An idle keep-alive connection the daemon has since closed fails
-                # on first use: retry once on a fresh one.
-                if reused and attempt == 0:
+                # An idle keep-alive connection the daemon closed just now fails
+                # on first use without an answer: retry once on a fresh one.
+                if reused and attempt == 0 and isinstance(e, ConnectionError) and conn.received == mark:
                     continue
                 raise DaemonUnreachable(f"error during connect: {method} {url}: {e}") from None
-            return self._wrap(conn, raw, stream)
+            except BaseException:
+                conn.close()
+                raise
+            return self._wrap(resp, stream)
         raise AssertionError("unreachable")
 
-    def _wrap(self, conn: Any, raw: Any, stream: bool) -> Response:
-        resp = Response(self, conn, raw)
+    def _exchange_streamed(
+        self, method: str, url: str, head: bytes, body: Any, stream: bool
+    ) -> Response:
+        # A body that can't be replayed gets a fresh connection: no stale
+        # keep-alive socket to fail halfway through the upload.
+        conn, _ = self._acquire(fresh=True)
+        try:
+            send_error = _send_chunked(conn.sock.sendall, head, body)
+            # After a send error too: the daemon may have rejected the request and
+            # closed before taking the whole body, and its answer says more than EPIPE.
+            try:
+                resp = self._response(conn, method)
+            except (OSError, ProtocolError) as e:
+                if send_error is None and isinstance(e, ProtocolError):
+                    raise
+                conn.close()
+                raise DaemonUnreachable(
+                    f"error during connect: {method} {url}: {send_error or e}"
+                ) from None
+        except BaseException:
+            conn.close()
+            raise
+        return self._wrap(resp, stream)
+
+    def _response(self, conn: _Connection, method: str) -> Response:
+        """Reads the response head (skipping interim 1xx ones but 101)."""
+        while True:
+            version, status, reason, headers = _parse_head(conn.read_head())
+            if not 100 <= status < 200 or status == 101:
+                return Response(self, conn, status, reason, headers, version, method)
+
+    def _wrap(self, resp: Response, stream: bool) -> Response:
         if resp.status >= 400:
             raise APIError(resp.status, _error_message(resp.status, resp.reason, resp.read()))
         if not stream:
@@ -604,7 +1059,6 @@ class APIClient:
         """Upload ``fileobj`` (a file, ``sys.stdin.buffer``, a pipe) as a chunked
         body, 64 KiB at a time, never holding it all in memory. The response is
         streamed by default (load/build/import answer with progress JSON)."""
-        url = self.url(path, params)
         hdrs = {
             "User-Agent": USER_AGENT,
             "Content-Type": content_type,
@@ -612,60 +1066,15 @@ class APIClient:
         }
         if headers:
             hdrs.update(headers)
-        hc = _http()
-        # A body that can't be replayed gets a fresh connection: no stale
-        # keep-alive socket to fail halfway through the upload.
-        conn, _ = self._acquire(fresh=True)
-
-        def chunks() -> Iterator[bytes]:
-            read = getattr(fileobj, "read1", None) or fileobj.read
-            while True:
-                data = read(_BLOCK)
-                if not data:
-                    return
-                yield data.encode() if isinstance(data, str) else data
-
-        try:
-            conn.request(method, url, body=chunks(), headers=hdrs, encode_chunked=True)
-        except (OSError, hc.HTTPException) as send_error:
-            # The daemon may have rejected the request and closed before taking
-            # the whole body: its error response is more useful than EPIPE.
-            try:
-                raw = conn.getresponse()
-            except (OSError, hc.HTTPException):
-                conn.close()
-                raise DaemonUnreachable(
-                    f"error during connect: {method} {url}: {send_error}"
-                ) from None
-            return self._wrap(conn, raw, stream)
-        try:
-            raw = conn.getresponse()
-        except (OSError, hc.HTTPException) as e:
-            conn.close()
-            raise DaemonUnreachable(f"error during connect: {method} {url}: {e}") from None
-        return self._wrap(conn, raw, stream)
+        url = self.url(path, params)
+        head = _request_head(method, url, self._host_header, hdrs)
+        return self._exchange_streamed(method, url, head, fileobj, stream)
 
     # -- hijacking (attach, exec start)
     def _open_socket(self) -> socket.socket:
-        import socket  # lazily, like http.client: ~3 ms of imports
+        import socket  # the caller gets a full socket.socket (and attach.py needs the module)
 
-        try:
-            if self.kind == "unix":
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    sock.connect(self.address)
-                except BaseException:
-                    sock.close()
-                    raise
-                return sock
-            return socket.create_connection(self.address)
-        except PermissionError as e:
-            raise DaemonUnreachable(
-                "permission denied while trying to connect to the dockyard daemon socket at "
-                f"{self.display_host}: {e.strerror or e}"
-            ) from None
-        except OSError:
-            raise DaemonUnreachable(self.unreachable_message()) from None
+        return self._connect_socket(socket, None)
 
     def hijack(
         self,
@@ -698,22 +1107,22 @@ class APIClient:
         url = self.url(path, params)
         payload, hdrs = self._headers(body, headers)
         payload = payload or b""
-        if self.kind == "unix":
-            host = "localhost"
-        else:
-            name, port = self.address
-            host = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
-        lines = [f"{method} {url} HTTP/1.1", f"Host: {host}"]
-        lines += [f"{k}: {v}" for k, v in hdrs.items()]
-        lines += ["Connection: Upgrade", "Upgrade: tcp", f"Content-Length: {len(payload)}"]
-        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+        hdrs.update({"Connection": "Upgrade", "Upgrade": "tcp", "Content-Length": str(len(payload))})
+        request = _request_head(method, url, self._host_header, hdrs) + payload
         sock = self._open_socket()
         try:
             sock.sendall(request)
-            status, reason, resp_headers = _read_head(sock)
+            version, status, reason, resp_headers = _parse_head(_read_head_exactly(sock))
             if status in (101, 200):
-                return sock, status, resp_headers
-            body_bytes = _read_body(sock, resp_headers)
+                return sock, status, {k.lower(): v for k, v in resp_headers.items()}
+            # An error: read its body like any response's (bounded in time: the
+            # daemon may leave the connection open).
+            sock.settimeout(5)
+            resp = Response(None, _Connection(sock), status, reason, resp_headers, version, method)
+            try:
+                body_bytes = resp.read()
+            except DaemonUnreachable:
+                body_bytes = b""  # the status alone says what went wrong
         except OSError as e:
             sock.close()
             raise DaemonUnreachable(f"error during connect: {method} {url}: {e}") from None
@@ -726,16 +1135,18 @@ class APIClient:
         raise ProtocolError(f"daemon did not upgrade the connection: {status} {reason}")
 
 
-def _read_head(sock: socket.socket) -> tuple[int, str, dict[str, str]]:
+def _read_head_exactly(sock: socket.socket) -> bytes:
     """Read an HTTP response head without consuming a byte past it: peek, then
-    recv exactly up to the blank line."""
+    recv exactly up to the blank line (which is not returned)."""
     import socket
 
     head = b""
     while True:
         peek = sock.recv(4096, socket.MSG_PEEK)
         if not peek:
-            raise ProtocolError("connection closed before the response head")
+            if head:
+                raise _Disconnected("connection closed in the middle of the response head")
+            raise _Disconnected("Remote end closed connection without response")
         # The terminator may straddle what we already took and what we peek.
         window = head[-3:] + peek
         idx = window.find(b"\r\n\r\n")
@@ -744,64 +1155,10 @@ def _read_head(sock: socket.socket) -> tuple[int, str, dict[str, str]]:
             while need > 0:
                 got = sock.recv(need)
                 if not got:
-                    raise ProtocolError("connection closed in the response head")
+                    raise _Disconnected("connection closed in the middle of the response head")
                 head += got
                 need -= len(got)
-            break
-        got = sock.recv(len(peek))
-        head += got
-        if len(head) > 64 * 1024:
-            raise ProtocolError("response head too large")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-        raise ProtocolError(f"malformed status line: {lines[0]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if ":" in line:
-            k, _, v = line.partition(":")
-            headers[k.strip().lower()] = v.strip()
-    return int(parts[1]), parts[2] if len(parts) > 2 else "", headers
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        got = sock.recv(min(n - len(buf), _BLOCK))
-        if not got:
-            break
-        buf += got
-    return bytes(buf)
-
-
-def _read_body(sock: socket.socket, headers: Mapping[str, str]) -> bytes:
-    """Body of a non-upgraded (error) response: Content-Length, chunked, or EOF."""
-    if "content-length" in headers:
-        return _recv_exact(sock, int(headers["content-length"]))
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        f = sock.makefile("rb")
-        out = bytearray()
-        try:
-            while True:
-                size_line = f.readline()
-                if not size_line:
-                    break
-                size = int(size_line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    break
-                out += f.read(size)
-                f.readline()
-        finally:
-            f.close()
-        return bytes(out)
-    out = bytearray()
-    sock.settimeout(5)
-    try:
-        while len(out) < 1 << 20:
-            got = sock.recv(_BLOCK)
-            if not got:
-                break
-            out += got
-    except OSError:
-        pass
-    return bytes(out)
+            return head[:-4]
+        head += sock.recv(len(peek))
+        if len(head) > _MAX_HEAD:
+            raise ProtocolError("response head from the daemon too large")
