@@ -60,7 +60,10 @@ def _bools(p: argparse.ArgumentParser, args: list[str]) -> list[str]:
         if action is not None and action.nargs == 0 and eq and name.startswith("--"):
             if value.lower() in ("true", "1", "yes"):
                 out.append(name)
-            elif value.lower() not in ("false", "0", "no"):
+            elif value.lower() in ("false", "0", "no"):
+                if "--no-" + name[2:] in actions:  # a tri-state flag: "false" differs from unset
+                    out.append("--no-" + name[2:])
+            else:
                 raise CLIError(f"invalid argument \"{value}\" for \"{name}\" flag: strconv.ParseBool: parsing "
                                f"\"{value}\": invalid syntax", 125)
             i += 1
@@ -99,15 +102,23 @@ def _run_parser(prog: str, description: str, run: bool) -> argparse.ArgumentPars
     p.add_argument("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
     p.add_argument("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
     p.add_argument("-m", "--memory", help="Memory limit")
+    p.add_argument("--memory-swap", help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
     p.add_argument("--cpus", help="Number of CPUs")
-    p.add_argument("--pids-limit", type=int, help="Tune container pids limit (set -1 for unlimited)")
+    p.add_argument("-c", "--cpu-shares", help="CPU shares (relative weight)")
+    p.add_argument("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1)")
+    p.add_argument("--pids-limit", help="Tune container pids limit (set -1 for unlimited)")
+    p.add_argument("--ulimit", action="append", default=[], help="Ulimit options")
+    p.add_argument("--security-opt", action="append", default=[], help="Security Options")
+    p.add_argument("--init", action="store_true", default=None,
+                   help="Run an init inside the container that forwards signals and reaps processes")
+    p.add_argument("--no-init", dest="init", action="store_false", help=argparse.SUPPRESS)  # --init=false
     p.add_argument("--cap-add", action="append", default=[], help="Add Linux capabilities")
     p.add_argument("--cap-drop", action="append", default=[], help="Drop Linux capabilities")
     p.add_argument("--privileged", action="store_true", help="Give extended privileges to this container")
     p.add_argument("--read-only", action="store_true", help="Mount the container's root filesystem as read only")
     p.add_argument("--network", "--net", help="Connect a container to a network")
     p.add_argument("--stop-signal", help="Signal to stop the container")
-    p.add_argument("--stop-timeout", type=int, help="Timeout (in seconds) to stop a container")
+    p.add_argument("--stop-timeout", help="Timeout (in seconds) to stop a container")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
     return p
@@ -146,15 +157,111 @@ def _read_env_file(path: str) -> list[str]:
     return out
 
 
-def _build_create_body(o: argparse.Namespace, attach_stdin: bool) -> dict[str, Any]:
-    from dockyard.cli import units
+def _flag_error(value: str, flag: str, why: str) -> CLIError:
+    return CLIError(f"invalid argument \"{value}\" for \"{flag}\" flag: {why}", 125)
 
+
+def _go_int(value: str, flag: str) -> int:
+    """A flag's int64 as Go's strconv.ParseInt reads it, with its error text."""
+    if not re.fullmatch(r"[+-]?[0-9]+", value):
+        raise _flag_error(value, flag, f"strconv.ParseInt: parsing \"{value}\": invalid syntax")
+    n = int(value)
+    if not -(2**63) <= n < 2**63:
+        raise _flag_error(value, flag, f"strconv.ParseInt: parsing \"{value}\": value out of range")
+    return n
+
+
+def _size(value: str, flag: str) -> int:
+    """docker's RAMInBytes (``512m`` = 512 MiB), with go-units' error texts."""
+    from dockyard.cli import units
+    from dockyard.errors import InvalidArgument
+
+    try:
+        return units.ram_in_bytes(value)
+    except InvalidArgument:
+        pass
+    # the message: go-units splits after the last digit, dot or space into number and suffix
+    sep = max(value.rfind(c) for c in "0123456789. ")
+    if sep < 0:
+        raise _flag_error(value, flag, f"invalid size: '{value}'")
+    number = value[:sep] if value[sep] == " " else value[:sep + 1]
+    suffix = value[sep + 1:]
+    if not re.fullmatch(r"\d+(\.\d*)?|\.\d+", number):
+        raise _flag_error(value, flag, f"strconv.ParseFloat: parsing \"{number}\": invalid syntax")
+    raise _flag_error(value, flag, f"invalid suffix: '{suffix if len(suffix) > 3 else suffix.lower()}'")
+
+
+def _ulimit(value: str) -> dict[str, Any]:
+    """go-units ParseUlimit: ``name=soft[:hard]`` (hard defaults to soft)."""
+    from dockyard.containers.config import ULIMITS
+
+    name, eq, limits = value.partition("=")
+    if not eq:
+        raise _flag_error(value, "--ulimit", f"invalid ulimit argument: {value}")
+    if name not in ULIMITS:
+        raise _flag_error(value, "--ulimit", f"invalid ulimit type: {name}")
+    parts = limits.split(":")
+    if len(parts) > 2:
+        raise _flag_error(value, "--ulimit", f"too many limit value arguments - {limits}, can only have up to two, "
+                                             "`soft[:hard]`")
+    numbers = []
+    for part in reversed(parts):  # Go parses the hard limit first
+        if not re.fullmatch(r"[+-]?[0-9]+", part) or not -(2**63) <= int(part) < 2**63:
+            why = "invalid syntax" if not re.fullmatch(r"[+-]?[0-9]+", part) else "value out of range"
+            raise _flag_error(value, "--ulimit", f"strconv.ParseInt: parsing \"{part}\": {why}")
+        numbers.insert(0, int(part))
+    soft, hard = numbers[0], numbers[-1]
+    if hard != -1 and soft > hard:
+        raise _flag_error(value, "--ulimit", f"ulimit soft limit must be less than or equal to hard limit: "
+                                             f"{soft} > {hard}")
+    return {"Name": name, "Hard": hard, "Soft": soft}
+
+
+def _caps(values: list[str]) -> list[str] | None:
+    """docker/cli's normalizeCaps: upper case, ``CAP_`` prefixed (but ``ALL``), sorted, once."""
+    out = set()
+    for value in values:
+        cap = value.strip().upper()
+        if cap != "ALL" and not cap.startswith("CAP_"):
+            cap = "CAP_" + cap
+        out.add(cap)
+    return sorted(out) or None
+
+
+def _security_opts(values: list[str]) -> list[str]:
+    """docker/cli's parseSecurityOpts: ``key=value`` (or ``key:value``); a
+    ``seccomp=<file>`` is read here and sent as its compacted JSON."""
+    out = []
+    for opt in values:
+        key, sep, value = opt.partition("=")
+        if not sep and key != "no-new-privileges":
+            key, sep, value = opt.partition(":")
+        if (not sep or not value) and key != "no-new-privileges":
+            raise CLIError(f"Invalid --security-opt: {json.dumps(opt)}", 125)
+        if key == "seccomp" and value not in ("builtin", "unconfined"):
+            try:
+                with open(value, "rb") as f:
+                    raw = f.read()
+            except OSError as e:
+                raise CLIError(f"opening seccomp profile ({value}) failed: open {value}: "
+                               f"{(e.strerror or str(e)).lower()}", 125) from None
+            try:
+                profile = json.loads(raw)
+            except ValueError as e:
+                raise CLIError(f"compacting json for seccomp profile ({value}) failed: {e}", 125) from None
+            opt = "seccomp=" + json.dumps(profile, separators=(",", ":"))
+        out.append(opt)
+    return out
+
+
+def _build_create_body(o: argparse.Namespace, attach_stdin: bool) -> dict[str, Any]:
     env: list[str] = []
     for path in o.env_file:
         env += _read_env_file(path)
     for value in o.env:
-        if (entry := _env_entry(value)) is not None:
-            env.append(entry)
+        # docker/cli's ValidateEnv: a KEY unset here goes as it is (the daemon then unsets it)
+        entry = _env_entry(value)
+        env.append(entry if entry is not None else value)
     labels: dict[str, str] = {}
     for value in o.label:
         k, _, v = value.partition("=")
@@ -183,27 +290,36 @@ def _build_create_body(o: argparse.Namespace, attach_stdin: bool) -> dict[str, A
     if o.stop_signal:
         config["StopSignal"] = o.stop_signal
     if o.stop_timeout is not None:
-        config["StopTimeout"] = o.stop_timeout
+        config["StopTimeout"] = _go_int(o.stop_timeout, "--stop-timeout")
     host: dict[str, Any] = {
         "AutoRemove": bool(o.rm),
         "Privileged": bool(o.privileged),
         "ReadonlyRootfs": bool(o.read_only),
-        "CapAdd": o.cap_add or None,
-        "CapDrop": o.cap_drop or None,
+        "CapAdd": _caps(o.cap_add),
+        "CapDrop": _caps(o.cap_drop),
         "NetworkMode": o.network or "default",
     }
     if o.memory:
-        try:
-            host["Memory"] = units.ram_in_bytes(o.memory)
-        except Exception as e:
-            raise CLIError(f"invalid argument \"{o.memory}\" for \"-m, --memory\" flag: {e}", 125) from None
+        host["Memory"] = _size(o.memory, "-m, --memory")
+    if o.memory_swap:
+        host["MemorySwap"] = -1 if o.memory_swap == "-1" else _size(o.memory_swap, "--memory-swap")
     if o.cpus:
         try:
             host["NanoCpus"] = int(round(float(o.cpus) * 1e9))
         except ValueError:
             raise CLIError(f"invalid argument \"{o.cpus}\" for \"--cpus\" flag: failed to parse {o.cpus} as a rational number", 125) from None
+    if o.cpu_shares is not None:
+        host["CpuShares"] = _go_int(o.cpu_shares, "-c, --cpu-shares")
+    if o.cpuset_cpus:
+        host["CpusetCpus"] = o.cpuset_cpus
     if o.pids_limit is not None:
-        host["PidsLimit"] = o.pids_limit
+        host["PidsLimit"] = _go_int(o.pids_limit, "--pids-limit")
+    if o.ulimit:
+        host["Ulimits"] = [_ulimit(v) for v in o.ulimit]
+    if o.security_opt:
+        host["SecurityOpt"] = _security_opts(o.security_opt)
+    if o.init is not None:  # unset: the daemon's default (daemon.json "init")
+        host["Init"] = o.init
     config["HostConfig"] = host
     return config
 
@@ -331,6 +447,8 @@ def cmd_ps(ctx: Context, args: list[str], prog: str = "dockyard ps") -> int:
     flt = _filters(o.filter)
     if flt:
         params["filters"] = flt
+    if o.size or (o.format and ".Size" in o.format):  # docker asks for sizes when shown
+        params["size"] = True
     containers = ctx.client.get("/containers/json", params=params).json()
     trunc = not o.no_trunc
     if o.quiet:
@@ -362,7 +480,8 @@ def cmd_ps(ctx: Context, args: list[str], prog: str = "dockyard ps") -> int:
             "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
             "Mounts": "",
             "Networks": ",".join(sorted(networks)),
-            "Size": "0B",
+            "Size": units.human_size(c.get("SizeRw") or 0, 3) + (
+                f" (virtual {units.human_size(c['SizeRootFs'], 3)})" if c.get("SizeRootFs") else ""),
             "LocalVolumes": "0",
         })
     from dockyard.cli.formatting import render
@@ -580,6 +699,22 @@ _CONTAINER_SUBCOMMANDS = {
     "stop": cmd_stop, "kill": cmd_kill, "rm": cmd_rm, "remove": cmd_rm, "logs": cmd_logs, "wait": cmd_wait,
     "inspect": cmd_container_inspect,
 }
+
+
+def _lazy(module: str, func: str) -> Any:
+    """A subcommand of another command module, imported only when it runs."""
+
+    def call(ctx: Context, args: list[str], prog: str) -> int:
+        import importlib
+
+        return getattr(importlib.import_module(f"dockyard.cli.{module}"), func)(ctx, args, prog=prog)
+
+    return call
+
+
+_CONTAINER_SUBCOMMANDS.update({name: _lazy(module, f"cmd_{name}") for name, module in (
+    ("restart", "lifecycle"), ("pause", "lifecycle"), ("unpause", "lifecycle"), ("rename", "lifecycle"),
+    ("top", "lifecycle"), ("stats", "stats"))})
 
 
 def cmd_container(ctx: Context, args: list[str]) -> int:

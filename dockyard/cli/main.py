@@ -32,6 +32,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rm": ("containers", "cmd_rm"),
     "wait": ("containers", "cmd_wait"),
     "container": ("containers", "cmd_container"),
+    "restart": ("lifecycle", "cmd_restart"),
+    "pause": ("lifecycle", "cmd_pause"),
+    "unpause": ("lifecycle", "cmd_unpause"),
+    "rename": ("lifecycle", "cmd_rename"),
+    "top": ("lifecycle", "cmd_top"),
+    "stats": ("stats", "cmd_stats"),
+    "events": ("events", "cmd_events"),
+    "exec": ("exec", "cmd_exec"),
 }
 
 USAGE = """\
@@ -54,17 +62,25 @@ Management Commands:
 
 Commands:
   create      Create a new container
+  events      Get real time events from the server
+  exec        Execute a command in a running container
   history     Show the history of an image
   inspect     Return low-level information on Docker objects
   kill        Kill one or more running containers
   load        Load an image from a tar archive or STDIN
   logs        Fetch the logs of a container
+  pause       Pause all processes within one or more containers
+  rename      Rename a container
+  restart     Restart one or more containers
   rm          Remove one or more containers
   rmi         Remove one or more images
   save        Save one or more images to a tar archive (streamed to STDOUT by default)
   start       Start one or more stopped containers
+  stats       Display a live stream of container(s) resource usage statistics
   stop        Stop one or more running containers
   tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+  top         Display the running processes of a container
+  unpause     Unpause all processes within one or more containers
   wait        Block until one or more containers stop, then print their exit codes
 
 Global Options:

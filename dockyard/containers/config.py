@@ -48,8 +48,9 @@ class CreateResult:
 
 @dataclass
 class SecurityOptions:
-    """HostConfig.SecurityOpt, parsed: ``seccomp`` is None (the default profile),
-    ``"unconfined"``, or a docker-format profile dict."""
+    """HostConfig.SecurityOpt, parsed: ``seccomp`` is None (the default profile, also
+    ``seccomp=builtin``), ``"unconfined"``, or a docker-format profile dict (the docker
+    CLI reads a ``seccomp=<file>`` itself and sends the file's JSON)."""
 
     no_new_privileges: bool = False
     seccomp: Any = None
@@ -422,6 +423,10 @@ def validate_host_config(hc: dict[str, Any], warnings: list[str], *, swap_limit:
             raise InvalidArgument(f"ulimit {ul['Name']} given twice")
         seen.add(ul["Name"])
 
+    init = hc.get("Init")
+    if init is not None and not isinstance(init, bool):
+        raise InvalidArgument("invalid JSON: HostConfig.Init must be a boolean")
+
     # --- capabilities, security options
     capabilities.merge_docker(hc.get("CapAdd"), hc.get("CapDrop"), bool(hc.get("Privileged")))
     parse_security_opts(hc.get("SecurityOpt"))
@@ -473,6 +478,8 @@ def parse_security_opts(opts: list[str] | None) -> SecurityOptions:
         elif key == "seccomp":
             if value == "unconfined":
                 out.seccomp = "unconfined"
+            elif value in ("builtin", ""):
+                out.seccomp = None  # docker's default profile, by name
             else:
                 try:
                     profile = json.loads(value)

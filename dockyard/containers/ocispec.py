@@ -17,7 +17,7 @@ from typing import Any
 
 from dockyard import syscalls
 from dockyard.containers.config import command_of, parse_security_opts
-from dockyard.errors import InvalidArgument, NotImplementedYet
+from dockyard.errors import InvalidArgument
 from dockyard.runtime.spec import DEFAULT_PATH
 
 CPU_PERIOD = 100_000  # docker's period for --cpus
@@ -141,20 +141,47 @@ def resolve_user(rootfs: str, user: str, group_add: list[str] | None = None) -> 
     return result
 
 
+def make_workdir(rootfs: str, path: str) -> None:
+    """docker's SetupWorkingDirectory: a missing ``-w`` directory is created (mode 0755)
+    in the container's writable layer, resolved inside ``rootfs`` so that no symlink in
+    the image can make it land on the host."""
+    from dockyard.runtime.mounts import create_in_root
+
+    root = os.open(rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fd = create_in_root(root, path)
+        except NotADirectoryError:
+            raise InvalidArgument(f"Cannot mkdir: {path} is not a directory") from None
+        try:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise InvalidArgument(f"Cannot mkdir: {path} is not a directory")
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root)
+
+
 # --------------------------------------------------------------------------- env
 
 
 def _replace_or_append(env: list[str], extra: list[str]) -> list[str]:
-    out = list(env)
-    index = {e.split("=", 1)[0]: i for i, e in enumerate(out)}
+    """docker's ReplaceOrAppendEnvValues: ``KEY=value`` replaces by key or appends; a bare
+    ``KEY`` (``-e KEY`` with KEY unset in the client) removes it."""
+    out: list[str | None] = list(env)
+    index = {e.split("=", 1)[0]: i for i, e in enumerate(env)}
     for e in extra:
-        key = e.split("=", 1)[0]
+        key, eq, _ = e.partition("=")
+        if not eq:
+            if key in index:
+                out[index[key]] = None
+            continue
         if key in index:
             out[index[key]] = e
         else:
             index[key] = len(out)
             out.append(e)
-    return out
+    return [e for e in out if e is not None]
 
 
 def container_env(config: dict[str, Any], hostname: str, home: str | None = None) -> list[str]:
@@ -268,19 +295,23 @@ def build_spec(
     *,
     hostname: str | None = None,
     namespace_paths: dict[str, str] | None = None,
+    default_init: bool = False,
 ) -> dict[str, Any]:
     """The config.json of a container. ``rootfs`` is the mounted root filesystem (its
     /etc/passwd and /etc/group resolve users); ``namespace_paths`` gives the
     /proc/<pid>/ns/<type> paths for ``container:<id>`` modes, keyed by OCI namespace type
-    (network, ipc, pid). /etc/resolv.conf, /etc/hosts and /etc/hostname are a later issue."""
+    (network, ipc, pid). /etc/resolv.conf, /etc/hosts and /etc/hostname are a later issue.
+
+    ``HostConfig.Init`` (``--init``; None means the daemon's ``default_init``) becomes the
+    annotation ``org.dockyard.init: "true"``: the runtime then keeps the container's PID 1
+    as a minimal init that reaps zombies and forwards signals to the command, which runs
+    as its child (docker runs tini as /sbin/docker-init; see runtime/pid1.py)."""
     from dockyard.runtime import capabilities, seccomp
     from dockyard.runtime.spec import DOCKER_DEVICE_RULES, default_spec
 
     hc = host_config
     paths = namespace_paths or {}
     privileged = bool(hc.get("Privileged"))
-    if hc.get("Init"):
-        raise NotImplementedYet("--init is not implemented yet")
     args = command_of(config)
     if not args:
         raise InvalidArgument("No command specified")
@@ -304,6 +335,8 @@ def build_spec(
         process["user"]["additionalGids"] = user.additional_gids
     process["env"] = container_env(config, hostname, user.home)
     process["cwd"] = config.get("WorkingDir") or "/"
+    if process["cwd"] != "/":
+        make_workdir(rootfs, process["cwd"])
     if config.get("Domainname"):
         spec["domainname"] = config["Domainname"]
     if uts_host:
@@ -424,6 +457,11 @@ def build_spec(
         resources["blockIO"] = {"weight": int(hc["BlkioWeight"])}
     linux["resources"] = resources
     linux["cgroupsPath"] = f"/dockyard/{container_id}"
+    init = hc.get("Init")
+    if init or (init is None and default_init):
+        from dockyard.runtime.pid1 import ANNOTATION
+
+        spec.setdefault("annotations", {})[ANNOTATION] = "true"
     if hc.get("Sysctls"):
         linux["sysctl"] = dict(hc["Sysctls"])
     return copy.deepcopy(spec)

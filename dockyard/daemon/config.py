@@ -21,6 +21,7 @@ _FILE_KEYS = {
     "insecure-registries": "insecure_registries",
     "registry-mirrors": "registry_mirrors",
     "log-opts": "log_opts",
+    "init": "init",
 }
 
 
@@ -35,8 +36,12 @@ class DaemonConfig:
     insecure_registries: list[str] = field(default_factory=list)
     registry_mirrors: list[str] = field(default_factory=list)
     log_opts: dict[str, str] = field(default_factory=dict)
+    # dockerd's "init": run every container with --init unless its HostConfig.Init says otherwise
+    init: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.init, bool):
+            raise InvalidArgument(f"invalid value for init: {self.init!r} (a boolean is expected)")
         if not self.hosts:
             self.hosts = [f"unix://{self.exec_root}/dockyard.sock"]
         if not self.pidfile:

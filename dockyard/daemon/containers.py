@@ -39,6 +39,7 @@ from dockyard.errors import (
     NotModified,
     Unavailable,
 )
+from dockyard.faults import crash_point
 from dockyard.humanize import human_duration
 from dockyard.logs import LogRecord, format_time, read_logs
 from dockyard.mount import is_mounted, mount_all, unmount_all
@@ -76,6 +77,7 @@ class Record:
     started_at: str = _ZERO_TIME
     finished_at: str = _ZERO_TIME
     error: str = ""
+    paused: bool = False  # running with its cgroup frozen (docker's State.Paused)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_doc(self) -> str:
@@ -89,6 +91,11 @@ class Record:
     def running(self) -> bool:
         return self.status == "running"
 
+    @property
+    def state(self) -> str:
+        """docker's State.Status: ``paused`` for a running container that is frozen."""
+        return "paused" if self.paused and self.status == "running" else self.status
+
 
 def _console_size(host_config: dict[str, Any]) -> dict[str, int]:
     """HostConfig.ConsoleSize ([height, width], API 1.42+) as the supervisor's create takes it."""
@@ -100,6 +107,32 @@ def _console_size(host_config: dict[str, Any]) -> dict[str, int]:
 
 def _now() -> str:
     return format_time(time.time_ns())
+
+
+def _apparent_size(top: str) -> int:
+    """Bytes in the files below ``top`` (not directories; hard links once; no mount crossed)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    dev = os.lstat(top).st_dev
+    stack = [top]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for e in entries:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if st.st_dev != dev:
+                continue
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            elif st.st_size and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
 
 
 def _parse_ts(ts: str) -> float:
@@ -121,6 +154,7 @@ class ContainerService:
         self._db = sqlite3.connect(os.path.join(self.data_root, "containers.db"), check_same_thread=False,
                                    isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses nothing committed
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()  # the db connection and the records' state
         self._changed = threading.Condition(self._lock)  # state changes (exits, removals)
@@ -128,6 +162,8 @@ class ContainerService:
         self._monitored: set[str] = set()
         self._id_locks: dict[str, threading.Lock] = {}  # serialises operations per container
         self._creating: set[str] = set()  # records whose supervisor side is not made yet
+        self._restarting: set[str] = set()  # a restart's stop must not trigger AutoRemove
+        self._cgroups: dict[str, Any] = {}  # id -> its Cgroup (stats, top), opened on first use
 
     # ------------------------------------------------------------------ records
 
@@ -174,9 +210,10 @@ class ContainerService:
 
     def count(self) -> dict[str, int]:
         recs = [self._refresh(r) for r in self._all()]
-        running = sum(r.running for r in recs)
-        return {"Containers": len(recs), "ContainersRunning": running, "ContainersPaused": 0,
-                "ContainersStopped": len(recs) - running}
+        paused = sum(r.state == "paused" for r in recs)
+        running = sum(r.running for r in recs) - paused
+        return {"Containers": len(recs), "ContainersRunning": running, "ContainersPaused": paused,
+                "ContainersStopped": len(recs) - running - paused}
 
     # ------------------------------------------------------------------ supervisor
 
@@ -187,29 +224,46 @@ class ContainerService:
         """After (re)connecting to a supervisor: record exits that happened meanwhile and
         watch the containers still running (live restore)."""
         for rec in self._all():
-            if rec.status not in ("created", "running") or rec.id in self._creating:
+            if rec.status not in ("created", "running") or rec.id in self._creating or rec.extra.get("incomplete"):
                 continue
             try:
                 st = client.call("state", id=rec.id)
             except NotFound:
-                rec.status, rec.exit_code, rec.pid = "exited", _UNKNOWN_EXIT, 0
+                was_running = rec.running
+                rec.status, rec.exit_code, rec.pid, rec.paused = "exited", _UNKNOWN_EXIT, 0, False
                 rec.finished_at = rec.finished_at if rec.finished_at != _ZERO_TIME else _now()
+                if was_running:
+                    self.event(rec, "die", self._die_attributes(rec))
                 self._save(rec)
                 continue
             except DockyardError:
                 continue
+            was_running = rec.running
             self._apply_state(rec, st)
+            if was_running and not rec.running:
+                self.event(rec, "die", self._die_attributes(rec))
             self._save(rec)
             if rec.running:
                 self._monitor(rec.id)
+
+    def remove_incomplete(self) -> None:
+        """At daemon start: a record whose create never completed (the previous daemon died
+        in it) is torn down — whatever of its mount, bundle, snapshot, supervisor container
+        and cgroup exists — as docker forgets a container whose create failed."""
+        for rec in self._all():
+            if rec.extra.get("incomplete") and rec.id not in self._creating:
+                log.warning("removing container %s: its create did not complete", rec.id)
+                self._teardown(rec)
 
     def _apply_state(self, rec: Record, st: dict[str, Any]) -> None:
         if st.get("exit_code") is not None:
             rec.status, rec.pid, rec.exit_code = "exited", 0, int(st["exit_code"])
             rec.oom_killed = bool(st.get("oom_killed"))
             rec.finished_at = st.get("finished_at") or _now()
+            rec.paused = False
         elif st.get("status") in ("running", "paused"):
             rec.status, rec.pid = "running", int(st.get("pid") or 0)
+            rec.paused = st.get("status") == "paused"  # the freezer's word: survives daemon restarts
 
     def _refresh(self, rec: Record) -> Record:
         """Records are updated by the monitors; re-read to get the newest copy."""
@@ -236,13 +290,15 @@ class ContainerService:
                 rec = self._by_id(cid)
                 if rec is None:
                     return
-                rec.status, rec.pid = "exited", 0
+                rec.status, rec.pid, rec.paused = "exited", 0, False
                 rec.exit_code = int(res.get("exit_code") if res.get("exit_code") is not None else _UNKNOWN_EXIT)
                 rec.oom_killed = bool(res.get("oom_killed"))
                 rec.finished_at = res.get("finished_at") or _now()
                 self._exits[cid] = self._exits.get(cid, 0) + 1
+                auto_remove = bool(rec.host_config.get("AutoRemove")) and cid not in self._restarting
+                self.event(rec, "die", self._die_attributes(rec))
                 self._save(rec)
-            if rec.host_config.get("AutoRemove"):
+            if auto_remove:
                 with contextlib.suppress(NotFound):
                     self.remove(cid, force=True)
         except Exception:  # a monitor must never die silently with the waiters hanging
@@ -260,6 +316,7 @@ class ContainerService:
         image_ref = body.get("Image")
         if not isinstance(image_ref, str) or not image_ref:
             raise InvalidArgument("Config cannot be empty in order to create a container")
+        self.engine.warmer.kick()  # the supervisor's cgroup attach comes in ~10 ms
         img = self.images.resolve(image_ref)
         cid = secrets.token_hex(32)
         res = normalize_create(body, img.config.config, container_id=cid)
@@ -278,13 +335,19 @@ class ContainerService:
             log_dir = os.path.join(self.data_root, "containers", cid)
             rec = Record(id=cid, name=full, image=img.id, config=res.config, host_config=res.host_config,
                          created=_now(), snapshot_key=cid, log_path=os.path.join(log_dir, f"{cid}-json.log"),
-                         bundle=bundle)
+                         bundle=bundle, extra={"incomplete": True})
             # the record first: it reserves the name, and it is what remove() cleans up from
-            # should anything below fail half-way
+            # should anything below fail half-way — or what the next daemon removes, should
+            # this one die before the create is complete
             self._save(rec)
             self._creating.add(cid)  # not "lost" to a reconcile() while the supervisor starts
+        crash_point("create:record")
         try:
             self._setup(rec, img.chain[-1] if img.chain else None)
+            crash_point("create:supervisor")
+            with self._lock:
+                rec.extra.pop("incomplete", None)
+                self._save(rec)
         except BaseException:
             with contextlib.suppress(Exception):
                 self._teardown(rec)
@@ -292,6 +355,7 @@ class ContainerService:
         finally:
             with self._lock:
                 self._creating.discard(cid)
+        self.event(rec, "create")
         return {"Id": cid, "Warnings": res.warnings}
 
     def _setup(self, rec: Record, parent: str | None) -> None:
@@ -299,10 +363,12 @@ class ContainerService:
         rootfs = os.path.join(rec.bundle, "rootfs")
         os.makedirs(rootfs, mode=0o700, exist_ok=True)
         mount_all(mounts, rootfs)
-        spec = build_spec(rec.id, rec.config, rec.host_config, rootfs)
+        spec = build_spec(rec.id, rec.config, rec.host_config, rootfs,
+                          default_init=bool(getattr(self.engine.config, "init", False)))
         with open(os.path.join(rec.bundle, "config.json"), "w") as f:
-            json.dump(spec, f)
+            f.write(json.dumps(spec))  # dumps: the C encoder (json.dump streams in Python)
         os.makedirs(os.path.dirname(rec.log_path), mode=0o700, exist_ok=True)
+        crash_point("create:mounted")
         self._sup_create(rec)
 
     def _sup_create(self, rec: Record) -> None:
@@ -330,14 +396,17 @@ class ContainerService:
             except NotFound:  # the supervisor lost it (e.g. a new one after a crash)
                 self._sup_create(rec)
                 sup.call("start", id=rec.id)
+            crash_point("start:supervisor")
             st = sup.call("state", id=rec.id)
             with self._lock:
                 rec = self._refresh(rec)
                 rec.status, rec.pid, rec.error = "running", int(st.get("pid") or 0), ""
                 rec.started_at = st.get("started_at") or _now()
                 rec.exit_code, rec.oom_killed, rec.finished_at = 0, False, _ZERO_TIME
+                rec.paused = False
                 self._save(rec)
             self._monitor(rec.id)
+            self.event(rec, "start")
 
     def resize(self, ref: str, height: int, width: int) -> None:
         """The container's terminal size (TIOCSWINSZ on the supervisor's pty master)."""
@@ -350,6 +419,7 @@ class ContainerService:
             self._sup().call("resize", id=rec.id, h=height, w=width)
         except NotFound:
             raise Conflict(f"Container {rec.id} is not running") from None
+        self.event(rec, "resize", {"height": str(height), "width": str(width)})
 
     def kill(self, ref: str, sig: str | int | None = None) -> None:
         rec = self._refresh(self.lookup(ref))
@@ -357,7 +427,7 @@ class ContainerService:
         if not rec.running:
             raise Conflict(f"Cannot kill container: {ref}: Container {rec.id} is not running")
         try:
-            self._sup().call("kill", id=rec.id, signal=signum)
+            self._signal(rec, signum)
         except Conflict:
             raise Conflict(f"Cannot kill container: {ref}: Container {rec.id} is not running") from None
 
@@ -369,16 +439,19 @@ class ContainerService:
             st = rec.config.get("StopTimeout")
             timeout = int(st) if st is not None else 10
         signum = parse_signal(sig or rec.config.get("StopSignal") or "SIGTERM")
-        with contextlib.suppress(Conflict):
-            self._sup().call("kill", id=rec.id, signal=signum)
+        with contextlib.suppress(Conflict, NotFound):
+            self._signal(rec, signum)  # a paused container is thawed to act on it, as docker does
         if timeout >= 0 and self._wait_exited(rec.id, timeout):
+            self.event(rec, "stop")
             return
         if timeout < 0:  # docker's -1: wait for ever
             self._wait_exited(rec.id, None)
+            self.event(rec, "stop")
             return
         with contextlib.suppress(Conflict, NotFound):
-            self._sup().call("kill", id=rec.id, signal=int(signal.SIGKILL))
+            self._signal(self._refresh(rec), int(signal.SIGKILL))
         self._wait_exited(rec.id, None)
+        self.event(rec, "stop")
 
     def _wait_exited(self, cid: str, timeout: float | None) -> bool:
         """Until the record says not running (or is gone); False on timeout."""
@@ -439,15 +512,20 @@ class ContainerService:
             rec = self._refresh(rec)
             if rec.running:
                 if not force:
+                    if rec.paused:
+                        raise Conflict(f"You cannot remove a paused container {rec.id}. Unpause and then stop the "
+                                       "container before attempting removal or force remove")
                     raise Conflict(f"You cannot remove a running container {rec.id}. Stop the container "
                                    "before attempting removal or force remove")
                 with contextlib.suppress(Conflict, NotFound):
-                    self._sup().call("kill", id=rec.id, signal=int(signal.SIGKILL))
+                    self._signal(rec, int(signal.SIGKILL))
                 self._wait_exited(rec.id, 30)
             self._teardown(rec)
         with self._lock:
             self._id_locks.pop(rec.id, None)
             self._exits.pop(rec.id, None)
+            self._cgroups.pop(rec.id, None)
+        self.event(rec, "destroy")
 
     def _teardown(self, rec: Record) -> None:
         """Remove everything a container has, whatever state create left it in."""
@@ -466,17 +544,17 @@ class ContainerService:
 
     # ------------------------------------------------------------------ inspect / list
 
-    def inspect(self, ref: str) -> dict[str, Any]:
+    def inspect(self, ref: str, size: bool = False) -> dict[str, Any]:
         rec = self._refresh(self.lookup(ref))
         args = command_of(rec.config)
         st = rec.status
-        return {
+        out = {
             "Id": rec.id,
             "Created": rec.created,
             "Path": args[0] if args else "",
             "Args": args[1:],
             "State": {
-                "Status": st, "Running": st == "running", "Paused": False, "Restarting": False,
+                "Status": rec.state, "Running": st == "running", "Paused": rec.state == "paused", "Restarting": False,
                 "OOMKilled": rec.oom_killed, "Dead": st == "dead", "Pid": rec.pid if st == "running" else 0,
                 "ExitCode": rec.exit_code, "Error": rec.error, "StartedAt": rec.started_at,
                 "FinishedAt": rec.finished_at,
@@ -489,13 +567,16 @@ class ContainerService:
             "Driver": self.snapshotter.name,
             "Platform": "linux",
             "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
-            "ExecIDs": None,
+            "ExecIDs": self.engine.execs.live_ids(rec.id) if st == "running" else None,
             "HostConfig": rec.host_config,
             "GraphDriver": {"Name": self.snapshotter.name, "Data": None},
             "Mounts": [],
             "Config": rec.config,
             "NetworkSettings": self._network_settings(rec),
         }
+        if size:
+            out["SizeRw"], out["SizeRootFs"] = self._sizes(rec)
+        return out
 
     @staticmethod
     def _network_settings(rec: Record) -> dict[str, Any]:
@@ -507,7 +588,8 @@ class ContainerService:
     def status_text(self, rec: Record, now: float | None = None) -> str:
         now = time.time() if now is None else now
         if rec.status == "running":
-            return "Up " + human_duration(now - _parse_ts(rec.started_at))
+            up = "Up " + human_duration(now - _parse_ts(rec.started_at))
+            return up + " (Paused)" if rec.paused else up
         if rec.status == "exited":
             if rec.finished_at == _ZERO_TIME:
                 return "Created"
@@ -517,7 +599,7 @@ class ContainerService:
         return "Created"
 
     def list(self, all: bool = False, filters: dict[str, list[str]] | None = None,
-             limit: int | None = None) -> list[dict[str, Any]]:
+             limit: int | None = None, size: bool = False) -> list[dict[str, Any]]:
         flt = filters or {}
         recs = sorted(self._all(), key=lambda r: r.created, reverse=True)
         if limit is not None and limit <= 0:
@@ -533,11 +615,13 @@ class ContainerService:
                 "Id": r.id, "Names": [r.name], "Image": r.config.get("Image") or r.image,
                 "ImageID": r.image, "Command": " ".join(args),
                 "Created": int(_parse_ts(r.created)), "Ports": [],
-                "Labels": r.config.get("Labels") or {}, "State": r.status,
+                "Labels": r.config.get("Labels") or {}, "State": r.state,
                 "Status": self.status_text(r),
                 "HostConfig": {"NetworkMode": r.host_config.get("NetworkMode") or "default"},
                 "NetworkSettings": {"Networks": {}}, "Mounts": [],
             })
+            if size:
+                out[-1]["SizeRw"], out[-1]["SizeRootFs"] = self._sizes(r)
             if limit and limit > 0 and len(out) >= limit:
                 break
         return out
@@ -545,7 +629,7 @@ class ContainerService:
     def _matches(self, r: Record, flt: dict[str, list[str]]) -> bool:
         for key, values in flt.items():
             if key == "status":
-                if r.status not in values:
+                if r.state not in values:
                     return False
             elif key == "name":
                 if not any(v.lstrip("/") in r.name.lstrip("/") for v in values):
@@ -572,6 +656,187 @@ class ContainerService:
             else:
                 raise InvalidArgument(f"invalid filter '{key}'")
         return True
+
+    # ------------------------------------------------------------------ events
+
+    def event(self, rec: Record, action: str, attributes: dict[str, str] | None = None) -> None:
+        """Emit a container event with docker's attributes: the given ones, the container's
+        labels over them, then ``image`` (as the user named it) and ``name``."""
+        bus = getattr(self.engine, "events", None)
+        if bus is None:
+            return
+        attrs = dict(attributes or {})
+        attrs.update(rec.config.get("Labels") or {})
+        if rec.config.get("Image"):
+            attrs["image"] = rec.config["Image"]
+        attrs["name"] = rec.name.lstrip("/")
+        bus.emit("container", action, rec.id, attrs)
+
+    @staticmethod
+    def _die_attributes(rec: Record) -> dict[str, str]:
+        started, finished = _parse_ts(rec.started_at), _parse_ts(rec.finished_at)
+        duration = int(finished - started) if started and finished > started else 0
+        return {"exitCode": str(rec.exit_code), "execDuration": str(duration)}
+
+    # ------------------------------------------------------------------ signals, pause
+
+    def _signal(self, rec: Record, signum: int) -> None:
+        """Signal the container's init; a paused container is thawed afterwards when docker
+        would (SIGKILL, or its stop signal): the signal is delivered as it resumes."""
+        self._sup().call("kill", id=rec.id, signal=signum)
+        self.event(rec, "kill", {"signal": str(signum)})
+        stop_signal = rec.config.get("StopSignal")
+        thaw = signum == signal.SIGKILL or not stop_signal
+        if not thaw:
+            with contextlib.suppress(DockyardError):
+                thaw = parse_signal(stop_signal) == signum
+        if thaw and self._refresh(rec).paused:
+            with contextlib.suppress(Conflict, NotFound):
+                self._sup().call("resume", id=rec.id)
+            self._set_paused(rec.id, False)
+
+    def _set_paused(self, cid: str, paused: bool) -> Record | None:
+        with self._lock:
+            rec = self._by_id(cid)
+            if rec is None or not rec.running or rec.paused == paused:
+                return None
+            rec.paused = paused
+            self._save(rec)
+            return rec
+
+    def pause(self, ref: str) -> None:
+        """Freeze every process of the container (its cgroup's freezer)."""
+        rec = self.lookup(ref)
+        with self._locked(rec.id):
+            rec = self._refresh(rec)
+            if not rec.running:
+                raise Conflict(f"Container {rec.id} is not running")
+            if rec.paused:
+                raise Conflict(f"Container {rec.id} is already paused")
+            try:
+                self._sup().call("pause", id=rec.id)
+            except (Conflict, NotFound):  # it exited meanwhile
+                raise Conflict(f"Container {rec.id} is not running") from None
+            changed = self._set_paused(rec.id, True)
+        if changed is not None:
+            self.event(changed, "pause")
+
+    def unpause(self, ref: str) -> None:
+        rec = self.lookup(ref)
+        with self._locked(rec.id):
+            rec = self._refresh(rec)
+            if not rec.paused or not rec.running:
+                raise Conflict(f"Container {rec.id} is not paused")
+            try:
+                self._sup().call("resume", id=rec.id)
+            except (Conflict, NotFound):
+                raise Conflict(f"Container {rec.id} is not paused") from None
+            changed = self._set_paused(rec.id, False)
+        if changed is not None:
+            self.event(changed, "unpause")
+
+    # ------------------------------------------------------------------ restart / rename
+
+    def restart(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        """stop (if running) then start, as one operation: an AutoRemove container survives."""
+        rec = self.lookup(ref)
+        with self._lock:
+            self._restarting.add(rec.id)
+        try:
+            if self._refresh(rec).running:
+                with contextlib.suppress(NotModified):
+                    self.stop(rec.id, timeout, sig)
+            with contextlib.suppress(NotModified):
+                self.start(rec.id)
+        except DockyardError as e:
+            raise type(e)(f"Cannot restart container {ref}: {e}") from None
+        finally:
+            with self._lock:
+                self._restarting.discard(rec.id)
+        self.event(self._refresh(rec), "restart")
+
+    def rename(self, ref: str, new_name: str) -> None:
+        old_ref, new_name = (ref or "").strip(), (new_name or "").strip()
+        if not old_ref.lstrip("/") or not new_name.lstrip("/"):
+            raise InvalidArgument("Neither old nor new names may be empty")
+        rec = self.lookup(old_ref)
+        full = validate_name(new_name)
+        if full == rec.name:
+            raise InvalidArgument("Renaming a container with the same name as its current name")
+        with self._lock:
+            row = self._db.execute("SELECT id FROM containers WHERE name = ?", (full,)).fetchone()
+            if row:
+                raise Conflict(f'Error when allocating new name: Conflict. The container name "{full}" is already '
+                               f'in use by container "{row[0]}". You have to remove (or rename) that container to '
+                               "be able to reuse that name.")
+            rec = self._refresh(rec)
+            old = rec.name
+            rec.name = full
+            self._save(rec)
+        self.event(rec, "rename", {"oldName": old})
+
+    # ------------------------------------------------------------------ top / stats / size
+
+    def _cgroup(self, rec: Record) -> Any:
+        """The container's cgroup, from the cgroupsPath of the config.json we wrote."""
+        cg = self._cgroups.get(rec.id)
+        if cg is None:
+            from dockyard.runtime.cgroups import open_cgroup
+
+            try:
+                with open(os.path.join(rec.bundle, "config.json")) as f:
+                    path = (json.load(f).get("linux") or {}).get("cgroupsPath")
+            except (OSError, ValueError):
+                path = None
+            cg = open_cgroup(path or f"/dockyard/{rec.id}")
+            self._cgroups[rec.id] = cg
+        return cg
+
+    def pids(self, ref: str) -> list[int]:
+        """Every process of the running container (its cgroup's, children included)."""
+        rec = self._refresh(self.lookup(ref))
+        if not rec.running:
+            raise Conflict(f"Container {rec.id} is not running")
+        return self._cgroup(rec).pids()
+
+    def top(self, ref: str, ps_args: str = "") -> dict[str, Any]:
+        from dockyard.daemon.top import top, validate_ps_args
+
+        validate_ps_args(ps_args or "")
+        rec = self.lookup(ref)
+        result = top(self.pids(rec.id), ps_args)
+        self.event(rec, "top")
+        return result
+
+    def stats(self, ref: str) -> dict[str, Any]:
+        """One sample in docker's shape (zeros for a container that is not running)."""
+        from dockyard.daemon import stats
+
+        rec = self._refresh(self.lookup(ref))
+        if rec.running:
+            cg = self._cgroup(rec)
+            with contextlib.suppress(OSError, DockyardError):
+                if cg.exists():
+                    return stats.sample(cg, rec.name, rec.id)
+        return stats.empty(rec.name, rec.id)
+
+    def _sizes(self, rec: Record) -> tuple[int, int]:
+        """(SizeRw: bytes of the files in the container's writable layer, SizeRootFs: that
+        plus the image's size), as docker counts them: apparent sizes of non-directories,
+        each hard-linked inode once."""
+        rw = 0
+        try:
+            for m in self.snapshotter.mounts(rec.snapshot_key):
+                top = m.option("upperdir") or (m.source if m.type == "bind" and "rw" in m.options else None)
+                if top:
+                    rw += _apparent_size(top)
+        except (OSError, DockyardError):
+            pass
+        try:
+            image_size = int(self.images.resolve(rec.image).record.size or 0)
+        except DockyardError:
+            image_size = 0
+        return rw, image_size + rw
 
     # ------------------------------------------------------------------ logs and stdin
 

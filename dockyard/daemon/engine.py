@@ -15,9 +15,11 @@ from dockyard.content.local import LocalStore
 from dockyard.daemon.config import DaemonConfig
 from dockyard.daemon.containers import ContainerService
 from dockyard.daemon.events import EventBus
+from dockyard.daemon.execs import ExecService
 from dockyard.errors import Unavailable
 from dockyard.images.metadata import MetadataStore
 from dockyard.images.service import ImageService
+from dockyard.runtime.prewarm import Warmer
 from dockyard.snapshots import detect, open_snapshotter
 from dockyard.supervisor import SOCKET_NAME
 from dockyard.supervisor.client import SupervisorClient
@@ -35,6 +37,7 @@ class Engine:
         os.makedirs(config.exec_root, mode=0o700, exist_ok=True)
         self.id = self._engine_id(root)
         self.events = EventBus()
+        self.warmer = Warmer()  # see prewarm: hides the first cgroup attach's RCU wait
         self.content = LocalStore(os.path.join(root, "content"))
         driver = config.storage_driver or detect(root)
         self.snapshotter = open_snapshotter(driver, os.path.join(root, "snapshots", driver))
@@ -45,9 +48,11 @@ class Engine:
         self._sup_lock = threading.Lock()
         self._sup_client: SupervisorClient | None = None
         self.containers = ContainerService(self)
+        self.execs = ExecService(self)
         # live restore: a supervisor that outlived the previous daemon keeps the containers
         if self._socket_answers():
             self._connect()
+        self.containers.remove_incomplete()
 
     # ------------------------------------------------------------------ supervisor
 

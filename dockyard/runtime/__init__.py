@@ -22,6 +22,9 @@ runtime/rootfs.py        in the container's init, inside its new mount namespace
                          finish_rootfs(spec) (read-only root, masked / read-only paths).
 runtime/process.py       the container side of process setup: user, groups, rlimits,
                          umask, cwd, no_new_privileges, oom_score_adj, caps, seccomp, exec.
+runtime/pid1.py          --init (annotation org.dockyard.init: "true"): PID 1 forks the
+                         command and stays a reaper that forwards signals (a 228-byte native
+                         reaper exec'd from a sealed memfd on x86_64; a Python loop elsewhere).
 runtime/container.py     lifecycle: create / start / state / kill / delete / run / exec /
                          pause / resume / ps, with state checks before every operation.
 runtime/cli.py           `dockyard-runtime`, runc's command-line interface.

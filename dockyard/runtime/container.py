@@ -235,6 +235,9 @@ class Runtime:
         proc = spec["process"]
         _check_terminal(proc.get("terminal", False), opts.console_socket, detach=True)
         _check_preserved(opts.preserve_fds)
+        from dockyard.runtime import process as _process
+
+        _process.check_rlimits(proc)  # a clear refusal rather than stage 1's EPERM
         nsmap = namespaces.spec_namespaces(spec)
         linux = spec.get("linux", {})
         seccomp_filter = _prepare_seccomp(linux.get("seccomp"))
@@ -470,7 +473,10 @@ class Runtime:
                 return _wait_status(pid)
         finally:
             sock.close()
-            _reap_orphans()
+            if not opts.detach:
+                # detached, the caller reaps: a subreaper (the supervisor) must see every
+                # exit status itself, this process's and its containers' included
+                _reap_orphans()
 
     def _may_fork(self) -> bool:
         """True to fork here; False to run the CLI in a subprocess instead."""
@@ -579,13 +585,12 @@ def _prepare_seccomp(profile: dict[str, Any] | None) -> Any:
     from dockyard.runtime import seccomp
 
     try:
-        flt = seccomp.prepare(profile)
+        flt = seccomp.prepare_shared(profile)
     except InvalidArgument as e:
         raise InvalidArgument(f"config.json: linux.seccomp: {e}") from None
     if flt.unknown:
         # runc only logs these; the issue asks for a clear error, so a typo cannot
         # silently let a syscall through
-        flt.release()
         raise InvalidArgument("config.json: linux.seccomp: unknown syscall: " + ", ".join(sorted(set(flt.unknown))))
     return flt
 

@@ -20,7 +20,8 @@ import resource
 import signal
 
 from dockyard import syscalls
-from dockyard.runtime import capabilities, syncsock
+from dockyard.errors import InvalidArgument
+from dockyard.runtime import capabilities, pid1, syncsock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs start-up time
@@ -44,6 +45,49 @@ def _rlim(v: int) -> int:
     return resource.RLIM_INFINITY if v >= 2**64 - 1 else v
 
 
+_CAP_SYS_RESOURCE = 24
+
+
+def check_rlimits(process: dict[str, Any]) -> None:
+    """Refuse, before anything exists, rlimits that stage 1 (a child of this process, with
+    its capabilities) could not set: a hard limit above our own needs CAP_SYS_RESOURCE,
+    which a host may not grant at all (missing from its capability bounding set), and
+    RLIMIT_NOFILE can never go above fs.nr_open."""
+    wanted = process.get("rlimits") or []
+    if not wanted:
+        return
+    effective = syscalls.capget()[0]
+    privileged = bool(effective >> _CAP_SYS_RESOURCE & 1)
+    for rl in wanted:
+        kind = getattr(resource, rl["type"], None)
+        if kind is None:
+            continue  # spec validation reports unknown types
+        hard = _rlim(int(rl["hard"]))
+        own = resource.getrlimit(kind)[1]
+        if rl["type"] == "RLIMIT_NOFILE" and hard != resource.RLIM_INFINITY:
+            nr_open = _nr_open()
+            if nr_open is not None and hard > nr_open:
+                raise InvalidArgument(f"cannot set the RLIMIT_NOFILE hard limit to {hard}: above the "
+                                      f"kernel's maximum, fs.nr_open = {nr_open}")
+        if privileged or own == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and hard <= own):
+            continue
+        where = ("it is not in this host's capability bounding set"
+                 if syscalls.prctl(syscalls.Prctl.CAPBSET_READ, _CAP_SYS_RESOURCE) != 1
+                 else "it is not in the runtime's effective set")
+        shown = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+        raise InvalidArgument(f"cannot raise the {rl['type']} hard limit to {shown}: the runtime's own hard "
+                              f"limit is {own}, and raising it needs CAP_SYS_RESOURCE, which the runtime "
+                              f"lacks ({where})")
+
+
+def _nr_open() -> int | None:
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
 def close_inherited_fds(preserve_fds: int, keep: int = -1) -> None:
     """Close every fd above 2 except the ``preserve_fds`` after it and ``keep`` (the sync
     socket, O_CLOEXEC, so the exec itself closes it and tells the runtime it happened)."""
@@ -61,9 +105,10 @@ def close_inherited_fds(preserve_fds: int, keep: int = -1) -> None:
         syscalls.close_range(first)
 
 
-def reset_signals() -> None:
+def reset_signals(unblock: bool = True) -> None:
     """Python ignores SIGPIPE and SIGXFSZ and may have handlers installed; ignored
-    dispositions survive execve, so give the container the defaults and an empty mask."""
+    dispositions survive execve, so give the container the defaults and an empty mask
+    (``unblock=False``: keep the mask, for the --init path that holds signals pending)."""
     for sig in signal.valid_signals():
         if sig in (signal.SIGKILL, signal.SIGSTOP):
             continue
@@ -71,7 +116,8 @@ def reset_signals() -> None:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
             pass  # the C library's internal real-time signals
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    if unblock:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 
 def build_env(process: dict[str, Any], home: str | None) -> dict[str, str]:
@@ -98,10 +144,11 @@ def passwd_home(uid: int) -> str:
 
 
 def exec_process(process: dict[str, Any], *, seccomp_filter: Any = None, preserve_fds: int = 0,
-                 sync: Any = None) -> None:
+                 sync: Any = None, init: bool = False) -> None:
     """Turn this process into the container's process. Runs inside the container (after
     pivot_root or setns); ``seccomp_filter`` is a prepared seccomp.Filter or None; ``sync``
-    is the runtime's socket, told about an exec failure before we exit."""
+    is the runtime's socket, told about an exec failure before we exit. ``init``: fork
+    first, the child execs and this process stays as the reaping init (see pid1)."""
     user = process.get("user", {})
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     nnp = bool(process.get("noNewPrivileges"))
@@ -135,9 +182,11 @@ def exec_process(process: dict[str, Any], *, seccomp_filter: Any = None, preserv
     os.umask(user.get("umask", 0o022))
     env = build_env(process, passwd_home(uid))
     args = process["args"]
-    reset_signals()
+    reset_signals(unblock=not init)
     if seccomp_filter is not None and nnp:
         seccomp_filter.load()  # last: nothing after this needs a syscall the profile blocks
+    if init:
+        pid1.fork_command(args, sync)  # returns in the child only
     try:
         os.execvpe(args[0], args, env)
     except OSError as e:

@@ -149,7 +149,7 @@ def stage1_create(sock: socket.socket, ctx: InitContext) -> NoReturn:
 
 def _container_init(sock: socket.socket, ctx: InitContext) -> NoReturn:
     from dockyard import syscalls
-    from dockyard.runtime import console, process, rootfs, syncsock
+    from dockyard.runtime import console, pid1, process, rootfs, syncsock
 
     spec, proc = ctx.spec, ctx.spec["process"]
     rootfs.setup_rootfs(spec, ctx.bundle)
@@ -164,6 +164,9 @@ def _container_init(sock: socket.socket, ctx: InitContext) -> NoReturn:
         rootfs.bind_console(console.setup_terminal(ctx.console, proc.get("consoleSize")))
     rootfs.finish_rootfs(spec)
     syncsock.send(sock, {"t": "created"})
+    init = pid1.wanted(spec)
+    if init:
+        pid1.hold_signals()  # from here on, a signal for the container waits for the command
     # Wait for `start`: opening a FIFO for writing blocks until someone opens it for
     # reading. The FIFO's host path is unreachable after pivot_root; reopen the O_PATH fd
     # the runtime handed us through this process's own /proc entry.
@@ -171,7 +174,8 @@ def _container_init(sock: socket.socket, ctx: InitContext) -> NoReturn:
     os.write(fifo, b"0")
     os.close(fifo)
     os.close(ctx.fifo_fd)
-    process.exec_process(proc, seccomp_filter=ctx.seccomp, preserve_fds=ctx.opts.preserve_fds, sync=sock)
+    process.exec_process(proc, seccomp_filter=ctx.seccomp, preserve_fds=ctx.opts.preserve_fds, sync=sock,
+                         init=init)
     os._exit(1)
 
 

@@ -44,3 +44,33 @@ class SupervisorClient:
         if not resp.pop("ok", False):
             raise error_from(resp.get("kind"), resp.get("error", "supervisor error"))
         return resp
+
+    def call_fds(self, op: str, max_fds: int = 4, **kw: Any) -> tuple[dict[str, Any], list[int]]:
+        """``call`` for a response that carries file descriptors (SCM_RIGHTS): the response
+        and the fds received with it (close-on-exec; the caller owns them)."""
+        fds: list[int] = []
+        buf = b""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                try:
+                    sock.connect(self.path)
+                except (FileNotFoundError, ConnectionRefusedError) as e:
+                    raise errors.Unavailable(f"supervisor not running at {self.path}: {e.strerror}") from None
+                sock.sendall(json.dumps({"op": op, **kw}).encode() + b"\n")
+                while not buf.endswith(b"\n"):
+                    data, got, _flags, _addr = socket.recv_fds(sock, 65536, max_fds, socket.MSG_CMSG_CLOEXEC)
+                    fds += got
+                    if not data:
+                        break
+                    buf += data
+            if not buf:
+                raise errors.Unavailable("supervisor closed the connection without an answer")
+            resp: dict[str, Any] = json.loads(buf)
+            if not resp.pop("ok", False):
+                raise error_from(resp.get("kind"), resp.get("error", "supervisor error"))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return resp, fds

@@ -44,6 +44,7 @@ from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.logs import JSONFileWriter, format_time, parse_log_opts
 from dockyard.runtime.container import CreateOptions, Runtime
 from dockyard.supervisor import SOCKET_NAME
+from dockyard.supervisor.execs import ExecOps, send_with_fds
 
 _READ_SIZE = 65536
 _UNKNOWN_EXIT = 255  # docker's code for "exit status not known"
@@ -120,7 +121,7 @@ class Container:
         return c
 
 
-class Supervisor:
+class Supervisor(ExecOps):
     def __init__(self, root: str, runtime_root: str) -> None:
         self.root = os.path.abspath(root)
         self.state_dir = os.path.join(self.root, "containers")
@@ -138,13 +139,13 @@ class Supervisor:
         return os.path.join(self.state_dir, f"{cid}.json")
 
     def save(self, c: Container) -> None:
-        # write + rename: a supervisor killed mid-write leaves the old record, never half a one
+        # write + rename: a supervisor killed mid-write leaves the old record, never half a
+        # one. No fsync (it cost milliseconds per start and exit): the records matter to a
+        # restarted supervisor, and a host crash ends the containers anyway.
         path = self._record_path(c.id)
         tmp = f"{path}.tmp"
         with open(tmp, "w") as f:
-            json.dump(c.record(), f)
-            f.flush()
-            os.fsync(f.fileno())
+            f.write(json.dumps(c.record()))
         os.replace(tmp, path)
 
     def restore(self) -> None:
@@ -240,7 +241,10 @@ class Supervisor:
             c = self.by_pid.pop(pid, None)
             if c is not None:
                 self._set_exit(c, _exit_code(status))
-            # else: an orphan of some container (we are a subreaper): reaping is all it needs
+            else:
+                # an exec'd process (execs.py), or an orphan of some container (we are a
+                # subreaper): reaping is all an orphan needs
+                self.exec_reaped(pid, status)
 
     def _set_exit(self, c: Container, code: int) -> None:
         if c.exited is not None and c.exited.done():
@@ -559,6 +563,27 @@ class Supervisor:
                 self._close_stdin_now(c)  # else _flush_stdin closes it once the buffer is out
         return {}
 
+    # ------------------------------------------------------------------ pause / resume
+
+    # The cgroup freezer, through the runtime (its per-container lock orders them against
+    # kill and delete). The status stays derived: a restarted supervisor, or daemon, reads
+    # "paused" from the freezer through op_state. A cgroup v1 freeze polls freezer.state
+    # until FROZEN: milliseconds for ordinary tasks, bounded by the runtime's timeout.
+
+    def op_pause(self, req: dict[str, Any]) -> dict[str, Any]:
+        c = self._get(req.get("id"))
+        if c.exit_code is not None:
+            raise Conflict(f"container {c.id} is not running")
+        self.runtime.pause(c.id)
+        return {}
+
+    def op_resume(self, req: dict[str, Any]) -> dict[str, Any]:
+        c = self._get(req.get("id"))
+        if c.exit_code is not None:
+            raise Conflict(f"container {c.id} is not paused")
+        self.runtime.resume(c.id)
+        return {}
+
     # ------------------------------------------------------------------ server
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -568,7 +593,11 @@ class Supervisor:
                 if not line:
                     return
                 resp = await self.dispatch(line)
-                writer.write(json.dumps(resp).encode() + b"\n")
+                fds = resp.pop("_fds", None)  # an exec's streams, for the daemon (execs.py)
+                if fds:
+                    send_with_fds(writer, json.dumps(resp).encode() + b"\n", fds)
+                else:
+                    writer.write(json.dumps(resp).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass

@@ -103,9 +103,10 @@ def test_stop_escalates_to_sigkill(client: docker.DockerClient) -> None:
 
 
 def test_stop_signal_honoured(client: docker.DockerClient) -> None:
-    ct = client.containers.run("busybox", ["sh", "-c", "trap 'exit 42' USR1; while :; do sleep 0.1; done"],
+    ct = client.containers.run("busybox", ["sh", "-c", "trap 'exit 42' USR1; echo trapped; while :; do sleep 0.1; done"],
                                detach=True, stop_signal="SIGUSR1")
     lines = client.api.logs(ct.id, stream=True, follow=True)
+    assert next(lines) == b"trapped\n"  # the trap is set: a signal now cannot be missed
     ct.stop(timeout=30)
     assert ct.wait()["StatusCode"] == 42
     assert list(lines) == []

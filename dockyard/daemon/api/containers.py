@@ -1,4 +1,5 @@
-"""Container endpoints: create, list, inspect, start, stop, kill, wait, remove, logs, attach."""
+"""Container endpoints: create, list, inspect, start, stop, kill, restart, pause, unpause,
+rename, top, stats, wait, remove, logs, attach."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from aiohttp import web
 
 from dockyard.daemon.api.hijack import MULTIPLEXED_STREAM, RAW_STREAM, hijack, stream_response
 from dockyard.daemon.api.server import Router, engine_of, filters, param, qbool, qint, read_json
-from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotModified
+from dockyard.daemon.stats import ZERO_TIME
+from dockyard.daemon.stats import chain as stats_chain
+from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, NotModified
 from dockyard.logs import aread_logs, format_time_fixed, parse_time
 from dockyard.streams.stdcopy import STDERR, STDOUT, frame
 
@@ -29,12 +32,14 @@ async def create_container(request: web.Request) -> web.Response:
 
 async def list_containers(request: web.Request) -> web.Response:
     limit = qint(request, "limit")
-    result = await asyncio.to_thread(_svc(request).list, qbool(request, "all"), filters(request), limit)
+    result = await asyncio.to_thread(_svc(request).list, qbool(request, "all"), filters(request), limit,
+                                     qbool(request, "size"))
     return web.json_response(result)
 
 
 async def inspect_container(request: web.Request) -> web.Response:
-    return web.json_response(await asyncio.to_thread(_svc(request).inspect, param(request, "id")))
+    return web.json_response(await asyncio.to_thread(_svc(request).inspect, param(request, "id"),
+                                                     qbool(request, "size")))
 
 
 async def start_container(request: web.Request) -> web.Response:
@@ -67,6 +72,78 @@ async def kill_container(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def restart_container(request: web.Request) -> web.Response:
+    await asyncio.to_thread(_svc(request).restart, param(request, "id"), qint(request, "t"),
+                            request.query.get("signal") or None)
+    return web.Response(status=204)
+
+
+async def pause_container(request: web.Request) -> web.Response:
+    await asyncio.to_thread(_svc(request).pause, param(request, "id"))
+    return web.Response(status=204)
+
+
+async def unpause_container(request: web.Request) -> web.Response:
+    await asyncio.to_thread(_svc(request).unpause, param(request, "id"))
+    return web.Response(status=204)
+
+
+async def rename_container(request: web.Request) -> web.Response:
+    await asyncio.to_thread(_svc(request).rename, param(request, "id"), request.query.get("name", ""))
+    return web.Response(status=204)
+
+
+async def top_container(request: web.Request) -> web.Response:
+    result = await asyncio.to_thread(_svc(request).top, param(request, "id"), request.query.get("ps_args", ""))
+    return web.json_response(result)
+
+
+_STATS_INTERVAL = 1.0  # seconds between streamed samples, as dockerd's collector
+
+
+def _encode(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def container_stats(request: web.Request) -> web.StreamResponse:
+    """One sample (``stream=false``; its ``precpu_stats`` from a sample taken a second
+    earlier unless ``one-shot``), or a sample a second, chunked, until the client goes or
+    the container is removed. A container that is not running gives docker's zeroed record."""
+    svc = _svc(request)
+    rec = await asyncio.to_thread(svc.lookup, param(request, "id"))
+    if not qbool(request, "stream", True):
+        sample = await asyncio.to_thread(svc.stats, rec.id)
+        if sample["read"] != ZERO_TIME and not qbool(request, "one-shot"):
+            await asyncio.sleep(_STATS_INTERVAL)
+            sample = stats_chain(await asyncio.to_thread(svc.stats, rec.id), sample)
+        return web.Response(body=_encode(sample), content_type="application/json")
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    loop = asyncio.get_running_loop()
+    previous = None
+    next_at = loop.time()
+    while not _gone(request):
+        try:
+            sample = stats_chain(await asyncio.to_thread(svc.stats, rec.id), previous)
+        except NotFound:
+            break  # removed: docker ends the stream
+        try:
+            await response.write(_encode(sample))
+        except (ConnectionError, RuntimeError):
+            return response
+        previous = sample
+        next_at += _STATS_INTERVAL
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await response.write_eof()
+    return response
+
+
 async def wait_container(request: web.Request) -> web.StreamResponse:
     svc = _svc(request)
     block = await asyncio.to_thread(svc.wait_registration, param(request, "id"),
@@ -79,8 +156,9 @@ async def wait_container(request: web.Request) -> web.StreamResponse:
         result = await asyncio.to_thread(block)
     except DockyardError as e:  # the status is sent: the error travels in the body
         result = {"StatusCode": -1, "Error": {"Message": str(e)}}
-    await response.write(json.dumps(result).encode() + b"\n")
-    await response.write_eof()
+    with contextlib.suppress(ConnectionError):  # the client gave up waiting (docker run -d does)
+        await response.write(json.dumps(result).encode() + b"\n")
+        await response.write_eof()
     return response
 
 
@@ -162,6 +240,7 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
     condition = "not-running" if rec.status == "running" else "next-exit"
     stop, task = await _exited_event(svc, rec.id, condition)
     stream = await hijack(request, tty=tty)
+    svc.event(rec, "attach")
     stdin_task: asyncio.Task[Any] | None = None
     async with stream:
         if want_in:
@@ -202,6 +281,12 @@ def register(router: Router) -> None:
     router.add("POST", "/containers/{id}/start", start_container)
     router.add("POST", "/containers/{id}/stop", stop_container)
     router.add("POST", "/containers/{id}/kill", kill_container)
+    router.add("POST", "/containers/{id}/restart", restart_container)
+    router.add("POST", "/containers/{id}/pause", pause_container)
+    router.add("POST", "/containers/{id}/unpause", unpause_container)
+    router.add("POST", "/containers/{id}/rename", rename_container)
+    router.add("GET", "/containers/{id}/top", top_container)
+    router.add("GET", "/containers/{id}/stats", container_stats)
     router.add("POST", "/containers/{id}/resize", resize_container)
     router.add("POST", "/containers/{id}/wait", wait_container)
     router.add("GET", "/containers/{id}/logs", container_logs)

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiohttp import web
 
 from dockyard.daemon.api.server import PARAMS_KEY, Router, engine_of, filters, param, qbool
 from dockyard.daemon.api.streams import JSONMessages, buffered_body, stream_bytes
-from dockyard.errors import InvalidArgument, NotImplementedYet
+from dockyard.errors import DockyardError, InvalidArgument, NotImplementedYet
+
+
+def _labels(engine: object, image_id: str) -> dict[str, str]:
+    try:
+        return dict(engine.images.inspect(image_id)["Config"].get("Labels") or {})  # type: ignore[attr-defined]
+    except (DockyardError, KeyError, AttributeError):
+        return {}  # deleted already
+
+
+def _image_event(engine: object, action: str, image_id: str, name: str | None = None,
+                 labels: dict[str, str] | None = None) -> None:
+    """docker's image event: the image's labels (while it exists) and ``name``; blocking."""
+    attrs = _labels(engine, image_id) if labels is None else dict(labels)
+    attrs["name"] = name or image_id
+    engine.events.emit("image", action, image_id, attrs)  # type: ignore[attr-defined]
 
 
 async def list_images(request: web.Request) -> web.Response:
@@ -33,12 +49,31 @@ async def tag_image(request: web.Request) -> web.Response:
     if not repo:
         raise InvalidArgument("repository name must have at least one component")
     await asyncio.to_thread(svc.tag, param(request, "name"), repo, request.query.get("tag") or None)
+
+    def event() -> None:
+        from dockyard.reference import parse_repo_tag
+
+        new = parse_repo_tag(repo, request.query.get("tag") or None).familiar()
+        _image_event(engine_of(request), "tag", svc.resolve_id(new), new)
+
+    await asyncio.to_thread(event)
     return web.Response(status=201)
 
 
 async def remove_image(request: web.Request) -> web.Response:
     svc = engine_of(request).images
+    image_id = await asyncio.to_thread(svc.resolve_id, param(request, "name"))
+    labels = await asyncio.to_thread(_labels, engine_of(request), image_id)  # untag: as it was
     result = await asyncio.to_thread(svc.remove, param(request, "name"), qbool(request, "force"))
+
+    def events() -> None:
+        for entry in result:
+            if "Untagged" in entry:
+                _image_event(engine_of(request), "untag", image_id, labels=labels)
+            elif entry.get("Deleted") == image_id:
+                _image_event(engine_of(request), "delete", image_id, labels={})
+
+    await asyncio.to_thread(events)
     return web.json_response(result)
 
 
@@ -61,6 +96,7 @@ async def create_image(request: web.Request) -> web.StreamResponse:
     await messages.start()
     try:
         image_id = await asyncio.to_thread(svc.import_image, body, repo, tag, changes, message)
+        await asyncio.to_thread(_image_event, engine_of(request), "import", image_id)
         await messages.send({"status": image_id})
     except Exception as e:  # headers are sent: the error travels in the stream
         await messages.error(e)
@@ -75,9 +111,11 @@ async def save_images(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument("no images specified")
     svc = engine_of(request).images
     # resolve first, so that a missing image is a 404 rather than a broken stream
-    for n in names:
-        await asyncio.to_thread(svc.resolve_id, n)
-    return await stream_bytes(request, lambda out: svc.save(names, out), "application/x-tar")
+    ids = [await asyncio.to_thread(svc.resolve_id, n) for n in names]
+    response = await stream_bytes(request, lambda out: svc.save(names, out), "application/x-tar")
+    for image_id in dict.fromkeys(ids):
+        await asyncio.to_thread(_image_event, engine_of(request), "save", image_id)
+    return response
 
 
 async def load_images(request: web.Request) -> web.StreamResponse:
@@ -89,6 +127,18 @@ async def load_images(request: web.Request) -> web.StreamResponse:
         lines = await asyncio.to_thread(svc.load, body, None)
         for line in lines:
             await messages.send({"stream": line + "\n"})
+
+        def events() -> None:
+            loaded: dict[str, None] = {}
+            for line in lines:
+                what = line.removeprefix("Loaded image ID: ").removeprefix("Loaded image: ")
+                if what != line:
+                    with contextlib.suppress(DockyardError):
+                        loaded[svc.resolve_id(what)] = None
+            for image_id in loaded:
+                _image_event(engine_of(request), "load", image_id)
+
+        await asyncio.to_thread(events)
     except Exception as e:
         await messages.error(e)
     return await messages.finish()

@@ -1,0 +1,95 @@
+"""Container commands beyond run/stop/rm: restart, pause, unpause, rename, top.
+
+Each is docker/cli's API call with its output: the names acted on, one per line; an error
+per failing container ("Error response from daemon: ..."), exit status 1 if any failed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dockyard.cli.context import CLIError, Context
+from dockyard.cli.main import new_parser
+
+
+def _q(name: str) -> str:
+    from dockyard.cli.client import quote
+
+    return quote(name)
+
+
+def _each(ctx: Context, names: list[str], action: Any) -> int:
+    from dockyard.cli.client import APIError
+
+    failed = False
+    for name in names:
+        try:
+            action(name)
+        except APIError as e:
+            ctx.error(f"Error response from daemon: {e.message}")
+            failed = True
+            continue
+        ctx.out.write(name + "\n")
+    return 1 if failed else 0
+
+
+def cmd_restart(ctx: Context, args: list[str], prog: str = "dockyard restart") -> int:
+    p = new_parser(prog, usage=f"{prog} [OPTIONS] CONTAINER [CONTAINER...]", description="Restart one or more containers")
+    p.add_argument("containers", nargs="+")
+    p.add_argument("-s", "--signal", help="Signal to send to the container")
+    p.add_argument("-t", "--timeout", type=int, help="Seconds to wait before killing the container")
+    p.add_argument("--time", type=int, help="Seconds to wait before killing the container (deprecated: use --timeout)")
+    o = p.parse_args(args)
+    if o.time is not None and o.timeout is not None:
+        raise CLIError("conflicting options: cannot specify both --timeout and --time", 1)
+    timeout = o.timeout if o.timeout is not None else o.time
+    params = {"t": timeout, "signal": o.signal}
+    return _each(ctx, o.containers, lambda n: ctx.client.post(f"/containers/{_q(n)}/restart", params=params))
+
+
+def cmd_pause(ctx: Context, args: list[str], prog: str = "dockyard pause") -> int:
+    p = new_parser(prog, usage=f"{prog} CONTAINER [CONTAINER...]", description="Pause all processes within one or more containers")
+    p.add_argument("containers", nargs="+")
+    o = p.parse_args(args)
+    return _each(ctx, o.containers, lambda n: ctx.client.post(f"/containers/{_q(n)}/pause"))
+
+
+def cmd_unpause(ctx: Context, args: list[str], prog: str = "dockyard unpause") -> int:
+    p = new_parser(prog, usage=f"{prog} CONTAINER [CONTAINER...]", description="Unpause all processes within one or more containers")
+    p.add_argument("containers", nargs="+")
+    o = p.parse_args(args)
+    return _each(ctx, o.containers, lambda n: ctx.client.post(f"/containers/{_q(n)}/unpause"))
+
+
+def cmd_rename(ctx: Context, args: list[str], prog: str = "dockyard rename") -> int:
+    p = new_parser(prog, usage=f"{prog} CONTAINER NEW_NAME", description="Rename a container")
+    p.add_argument("container")
+    p.add_argument("new_name")
+    o = p.parse_args(args)
+    from dockyard.cli.client import APIError
+
+    try:
+        ctx.client.post(f"/containers/{_q(o.container)}/rename", params={"name": o.new_name})
+    except APIError as e:
+        ctx.error(f"Error response from daemon: {e.message}")
+        raise CLIError(f"Error: failed to rename container named {o.container}") from None
+    return 0
+
+
+def cmd_top(ctx: Context, args: list[str], prog: str = "dockyard top") -> int:
+    # everything after the container goes to ps, flags included (docker stops parsing there)
+    usage = f"Usage:  {prog} CONTAINER [ps OPTIONS]\n\nDisplay the running processes of a container\n"
+    if not args:
+        raise CLIError(f'"{prog}" requires at least 1 argument.\nSee \'{prog} --help\'.\n\n' + usage, 1)
+    if args[0] in ("-h", "--help"):
+        ctx.out.write(usage)
+        return 0
+    container, ps_args = args[0], args[1:]
+    params = {"ps_args": " ".join(ps_args)} if ps_args else None
+    result = ctx.client.get(f"/containers/{_q(container)}/top", params=params).json() or {}
+    from dockyard.cli.formatting import tabwrite
+
+    rows = [list(result.get("Titles") or [])] + [list(p) for p in result.get("Processes") or []]
+    ctx.out.write(tabwrite(rows, minwidth=20, padding=3))
+    return 0
+

@@ -1,0 +1,88 @@
+"""A daemon killed (SIGKILL) in the middle of a create or a start: once it is started
+again, the half-made container is gone without a trace (create) or is running under the
+new daemon (start) — no mounts, cgroups, snapshots or processes left either way.
+
+The daemon kills itself at a named point (``DOCKYARD_CRASH_AT``, dockyard/faults.py), so
+each case hits exactly the window it names."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon, _stop_and_check, mounts_under, start_daemon
+from tests.fixtures.engine import leftover_processes
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+    pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static is not installed"),
+]
+
+
+def _container_cgroups() -> set[str]:
+    return set(glob.glob("/sys/fs/cgroup/*/dockyard/*/"))
+
+
+def _snapshots(d: Daemon) -> list[str]:
+    return sorted(p.name for p in (d.root / "data" / "snapshots").glob("*/snapshots/*"))
+
+
+def _crashing_daemon(root: Path, point: str, monkeypatch: pytest.MonkeyPatch, busybox_tar: Path) -> Daemon:
+    monkeypatch.setenv("DOCKYARD_CRASH_AT", point)
+    d = start_daemon(root)
+    monkeypatch.delenv("DOCKYARD_CRASH_AT")
+    d.cli("import", "-c", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
+    return d
+
+
+def _restart_after_crash(d: Daemon) -> Daemon:
+    assert d.proc.wait(timeout=60) == -9, "the daemon did not die at its crash point"
+    d.proc.returncode = 0  # killed on purpose: the second daemon is the one checked
+    return start_daemon(d.root)
+
+
+@pytest.mark.parametrize("point", ["create:record", "create:mounted", "create:supervisor"])
+def test_crash_during_create_leaves_nothing(point: str, tmp_path: Path, busybox_tar: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _crashing_daemon(tmp_path / "d", point, monkeypatch, busybox_tar)
+    image_snapshots = _snapshots(d)
+    cgroups = _container_cgroups()
+    try:
+        res = d.docker("create", "--name", "half", "busybox", "true", check=False)
+        assert res.returncode != 0
+        d = _restart_after_crash(d)
+        assert d.docker("ps", "-aq").stdout == ""
+        assert mounts_under(str(d.root / "exec" / "bundles")) == []
+        assert _snapshots(d) == image_snapshots
+        assert _container_cgroups() == cgroups
+        assert not [p for p in leftover_processes(d.root)
+                    if "supervisor" not in p and not p.startswith(f"{d.proc.pid} ")]
+        # the name is free again and containers run
+        assert d.docker("run", "--rm", "--name", "half", "busybox", "echo", "ok").stdout == "ok\n"
+    finally:
+        _stop_and_check(d)
+
+
+def test_crash_during_start_keeps_the_container(tmp_path: Path, busybox_tar: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _crashing_daemon(tmp_path / "d", "start:supervisor", monkeypatch, busybox_tar)
+    image_snapshots = _snapshots(d)
+    cgroups = _container_cgroups()
+    try:
+        res = d.docker("run", "-d", "--name", "started", "busybox", "sleep", "1000", check=False)
+        assert res.returncode != 0
+        d = _restart_after_crash(d)
+        assert d.docker("ps", "--format", "{{.Names}} {{.State}}").stdout == "started running\n"
+        d.docker("stop", "-t", "0", "started")
+        assert d.docker("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "started").stdout == "exited 137\n"
+        d.docker("rm", "started")
+        assert mounts_under(str(d.root / "exec" / "bundles")) == []
+        assert _snapshots(d) == image_snapshots
+        assert _container_cgroups() == cgroups
+    finally:
+        d.docker("rm", "-f", "started", check=False)
+        _stop_and_check(d)
