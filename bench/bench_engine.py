@@ -80,6 +80,14 @@ def pss_kb(pid: int) -> int:
     return 0
 
 
+def install_venv(path: Path) -> str:
+    """A venv with this tree installed (not editable), as the README's quick start does."""
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    subprocess.run([str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "--no-deps",
+                    str(REPO)], check=True, stdout=subprocess.DEVNULL)
+    return str(path / "bin" / "dockyard")
+
+
 def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for p in filter(str.isdigit, os.listdir("/proc")):
@@ -111,6 +119,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--idle", type=int, default=20)
     ap.add_argument("--workdir", default="/var/tmp")
+    ap.add_argument("--cli", choices=["venv", "module"], default="venv",
+                    help="venv: the `dockyard` console script of a fresh venv install, as a user "
+                         "runs it (default); module: `python -m dockyard.cli.main` from this tree")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_engine: run as root (sudo python bench/bench_engine.py)")
@@ -122,7 +133,13 @@ def main() -> None:
     proc = None
     try:
         proc, host = start_daemon(work, env)
-        cli = [sys.executable, "-m", "dockyard.cli.main", "-H", host]
+        if args.cli == "venv":
+            dockyard = install_venv(work / "venv")
+            cli = [dockyard, "-H", host]
+            notes.append(f"CLI: `{dockyard}` (console script of a venv install of this tree, with bytecode)")
+        else:
+            cli = [sys.executable, "-m", "dockyard.cli.main", "-H", host]
+            notes.append(f"CLI: `{sys.executable} -m dockyard.cli.main` (site-packages .pth files included)")
         mk = subprocess.Popen([str(REPO / "contrib" / "mkrootfs-busybox"), "-"], stdout=subprocess.PIPE)
         subprocess.run([*cli, "import", "-c", 'CMD ["sh"]', "-", "busybox"], stdin=mk.stdout, env=env,
                        check=True, stdout=subprocess.DEVNULL)
@@ -150,6 +167,8 @@ def main() -> None:
             notes.append("docker CLI not installed: not measured")
 
         # (3) N x run -d busybox sleep 3600, one after another
+        sup = int((work / "exec" / "supervisor.pid").read_text())
+        pss_empty = sum(pss_kb(p) for p in descendants(sup) if not in_container(p))
         ids = []
         start = time.perf_counter()
         for _ in range(args.idle):
@@ -161,8 +180,6 @@ def main() -> None:
                      f"{total:.2f} s total, {total / args.idle * 1e3:.0f} ms each"))
 
         # (4) host-side PSS with N idle containers running
-        time.sleep(1)
-        sup = int((work / "exec" / "supervisor.pid").read_text())
         host_side = [p for p in descendants(sup) if not in_container(p)]
         sup_pss = sum(pss_kb(p) for p in host_side)
         comms: dict[str, list[int]] = {}
@@ -174,10 +191,12 @@ def main() -> None:
             notes.append(f"host-side: {len(kbs)} x `{name}`: {sum(kbs) / len(kbs) / 1024:.2f} MB PSS each")
         rows.append((f"supervisor PSS / {args.idle} idle containers ({len(host_side)} host-side process(es))",
                      f"{sup_pss / args.idle / 1024:.2f} MB each ({sup_pss / 1024:.1f} MB total)"))
+        rows.append((f"supervisor PSS added per idle container (PSS at {args.idle} minus PSS at 0, / {args.idle})",
+                     f"{(sup_pss - pss_empty) / args.idle:.0f} kB each"))
         rows.append(("dockyardd PSS (shared by all containers)", f"{pss_kb(proc.pid) / 1024:.1f} MB"))
 
         # (5) CLI start-up
-        t = [timed([sys.executable, "-m", "dockyard.cli.main", "--help"], env) for _ in range(5)]
+        t = [timed([*cli[:-2], "--help"], env) for _ in range(5)]  # cli without "-H host"
         rows.append(("dockyard --help (CLI start-up, 5 runs)",
                      f"median {statistics.median(t) * 1e3:.1f} ms, min {min(t) * 1e3:.1f} ms"))
 

@@ -433,3 +433,19 @@ def fstatfs_type(fd: int) -> int:
     buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first field (a long)
     _check(_libc.fstatfs(fd, buf), f"fstatfs fd {fd}")
     return ctypes.c_long.from_buffer(buf).value
+
+
+# --------------------------------------------------------------------------- malloc_trim
+# (added for dockyard.supervisor) a long-lived process gives the free pages of its C heap
+# back to the kernel: imports and container starts leave freed chunks behind that would
+# otherwise stay resident (and count in its proportional set size) for its whole life.
+
+
+def malloc_trim() -> bool:
+    """glibc's ``malloc_trim(0)``: True if memory was released; False when nothing was, or
+    the C library has no such call (musl)."""
+    fn = getattr(_libc, "malloc_trim", None)
+    if fn is None:
+        return False
+    fn.argtypes = [ctypes.c_size_t]
+    return bool(fn(0))

@@ -388,8 +388,9 @@ class ContainerService:
             sup = self._sup()
             if rec.status in ("exited", "dead"):
                 # the supervisor keeps one run per create: a restart is a fresh create
+                # (``restart``: attach streams waiting for this next run stay registered)
                 with contextlib.suppress(NotFound):
-                    sup.call("delete", id=rec.id, force=True)
+                    sup.call("delete", id=rec.id, force=True, restart=True)
                 self._sup_create(rec)
             try:
                 sup.call("start", id=rec.id)
@@ -853,6 +854,10 @@ class ContainerService:
     def close_stdin(self, cid: str) -> None:
         with contextlib.suppress(NotFound):
             self._sup().call("close_stdin", id=cid)
+
+    def supervisor_socket(self) -> str:
+        """The supervisor's socket (started if need be), for the API's attach streams."""
+        return str(self._sup().path)
 
     def is_mounted(self, rec: Record) -> bool:
         return is_mounted(os.path.join(rec.bundle, "rootfs"))

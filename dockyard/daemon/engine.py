@@ -22,6 +22,7 @@ from dockyard.images.service import ImageService
 from dockyard.runtime.prewarm import Warmer
 from dockyard.snapshots import detect, open_snapshotter
 from dockyard.supervisor import SOCKET_NAME
+from dockyard.supervisor import command as supervisor_command
 from dockyard.supervisor.client import SupervisorClient
 
 log = logging.getLogger("dockyard.engine")
@@ -92,8 +93,7 @@ class Engine:
         env["PYTHONPATH"] = _PKG_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         log_path = os.path.join(self.config.exec_root, "supervisor.log")
         proc = subprocess.Popen(
-            [sys.executable, "-S", "-m", "dockyard.supervisor.main", "--root", self.supervisor_root,
-             "--runtime-root", self.runtime_root],
+            supervisor_command(sys.executable, self.supervisor_root, self.runtime_root),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
             cwd="/", start_new_session=True)  # its own session: it must outlive us (live restore)
         assert proc.stderr is not None

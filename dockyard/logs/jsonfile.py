@@ -37,24 +37,29 @@ Format decisions (docker/moby is the reference; where we differ it is said why):
   follower that still holds that inode open can tell where it sits in the rotation order.
 * Defaults are bounded: 3 files of 10 MiB (docker's default is unbounded). ``max_size=None``
   or ``-1`` means unbounded.
+
+Imports are kept cheap (no dataclasses, calendar, threading or zlib until needed): the
+supervisor, a long-lived process whose memory is the host-side cost of every container,
+writes through this module.
 """
 
 from __future__ import annotations
 
-import calendar
+import _thread
 import contextlib
 import fcntl
 import functools
 import json
 import os
 import re
-import threading
 import time
-import zlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 
 from dockyard.errors import InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only
+    import threading
+    from collections.abc import Iterator, Mapping
 
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_FILE = 3
@@ -90,6 +95,8 @@ _TIME_RE = re.compile(
 
 @functools.lru_cache(maxsize=256)
 def _epoch_seconds(y: str, mo: str, d: str, h: str, mi: str, s: str) -> int:
+    import calendar  # the daemon's reader parses times; the supervisor's writer never does
+
     return calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
 
 
@@ -124,16 +131,28 @@ _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t
 _NEEDS_ESCAPE = re.compile('["\\\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]')
 
 
-def _escape_char(m: re.Match[str]) -> str:
-    c = m.group()
-    short = _SHORT_ESCAPES.get(c)
-    return short if short is not None else f"\\u{ord(c):04x}"
+_escapes: dict[int, str] | None = None
+
+
+def _escape_table() -> dict[int, str]:
+    """``str.translate``'s table for what ``_NEEDS_ESCAPE`` matches in decoded bytes: a
+    surrogateescape decode yields lone surrogates U+DC80-U+DCFF only. One C-level pass,
+    several times faster than a Python callback per escaped character (a stream of NULs
+    or binary output is mostly escapes)."""
+    global _escapes
+    if _escapes is None:
+        table = {c: f"\\u{c:04x}" for c in (*range(0x20), *range(0xDC80, 0xDD00), 0x3C, 0x3E, 0x26, 0x2028, 0x2029)}
+        table.update((ord(c), esc) for c, esc in _SHORT_ESCAPES.items())
+        _escapes = table
+    return _escapes
 
 
 def encode_log_text(data: bytes) -> bytes:
     """``data`` as a JSON string literal (with quotes), escaped as docker does."""
     text = data.decode("utf-8", "surrogateescape")
-    return b'"' + _NEEDS_ESCAPE.sub(_escape_char, text).encode("utf-8") + b'"'
+    if _NEEDS_ESCAPE.search(text) is not None:
+        text = text.translate(_escape_table())
+    return b'"' + text.encode("utf-8") + b'"'
 
 
 _STRAY_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
@@ -159,14 +178,41 @@ def encode_record(stream: str, data: bytes, ns: int, attrs_json: bytes = b"") ->
 # --------------------------------------------------------------------------- options
 
 
-@dataclass(frozen=True)
 class JSONFileOptions:
-    """Parsed ``--log-opt`` values for the json-file driver."""
+    """Parsed ``--log-opt`` values for the json-file driver (immutable)."""
 
-    max_size: int | None = DEFAULT_MAX_SIZE  # None: unbounded
-    max_file: int = DEFAULT_MAX_FILE
-    compress: bool = False
-    extra: dict[str, str] = field(default_factory=dict)  # labels, env, tag, mode, ...: not ours
+    __slots__ = ("max_size", "max_file", "compress", "extra")
+    max_size: int | None  # None: unbounded
+    max_file: int
+    compress: bool
+    extra: dict[str, str]  # labels, env, tag, mode, ...: not ours
+
+    def __init__(self, max_size: int | None = DEFAULT_MAX_SIZE, max_file: int = DEFAULT_MAX_FILE,
+                 compress: bool = False, extra: dict[str, str] | None = None) -> None:
+        for name, value in (("max_size", max_size), ("max_file", max_file), ("compress", compress),
+                            ("extra", {} if extra is None else extra)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}")
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.max_size, self.max_file, self.compress, self.extra)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.max_size, self.max_file, self.compress, tuple(sorted(self.extra.items()))))
+
+    def __repr__(self) -> str:
+        return (f"JSONFileOptions(max_size={self.max_size!r}, max_file={self.max_file!r}, "
+                f"compress={self.compress!r}, extra={self.extra!r})")
 
     def writer(self, path: str) -> JSONFileWriter:
         return JSONFileWriter(path, self.max_size, self.max_file, self.compress)
@@ -265,6 +311,8 @@ def write_gzip(src_fd: int, dest: str, extra: bytes, mtime: int) -> None:
     gzip module cannot write one)."""
     header = (b"\x1f\x8b\x08\x04" + (mtime & 0xFFFFFFFF).to_bytes(4, "little") + b"\x00\xff"
               + len(extra).to_bytes(2, "little") + extra)
+    import zlib
+
     comp = zlib.compressobj(1, zlib.DEFLATED, -15)  # level 1: docker uses gzip.BestSpeed too
     crc = 0
     size = 0
@@ -329,7 +377,7 @@ class JSONFileWriter:
         self._mode = mode
         self._attrs_json = (b',"attrs":' + json.dumps(dict(attrs), separators=(",", ":")).encode()
                             if attrs else b"")
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()  # threading.Lock without importing threading
         # O_RDWR, not O_WRONLY: after a rotation the compressor reads the old file through
         # this same fd (pread ignores O_APPEND), so no reopen by a name that may have moved
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, mode)
@@ -457,6 +505,8 @@ class JSONFileWriter:
                                self._mode)
         self._size = 0
         if self.compress:
+            import threading
+
             ino = os.fstat(old_fd).st_ino
             self._compressor = threading.Thread(target=self._compress_rotated, args=(old_fd, ino, self._last_ns),
                                                 name="jsonfile-compress", daemon=True)

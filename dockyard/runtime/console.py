@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import struct
 import termios
 
 from dockyard.errors import InvalidArgument
+from dockyard.runtime import usock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs start-up time
+    from _socket import socket as Socket
     from typing import Any
 
 # asm-generic ioctl numbers (x86_64 and aarch64)
@@ -29,9 +30,9 @@ _TIOCSPTLCK = 0x40045431  # (un)lock the slave
 _TIOCGPTPEER = 0x5441  # open the slave from the master fd, without a path lookup (4.13+)
 
 
-def connect(path: str) -> socket.socket:
+def connect(path: str) -> Socket:
     """The runtime's side: connect to the caller's console socket."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = usock.unix()
     try:
         sock.connect(path)
     except OSError as e:
@@ -59,13 +60,13 @@ def open_pty(size: dict[str, Any] | None = None) -> tuple[int, int, str]:
     return master, slave, name
 
 
-def send_master(sock: socket.socket, master: int, name: str) -> None:
-    socket.send_fds(sock, [name.encode()], [master])
+def send_master(sock: Socket, master: int, name: str) -> None:
+    usock.send_fds(sock, name.encode(), [master])
 
 
-def recv_master(conn: socket.socket) -> tuple[int, str]:
+def recv_master(conn: Socket) -> tuple[int, str]:
     """The caller's side: (master fd, slave name) from one accepted console connection."""
-    msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)
+    msg, fds, _flags = usock.recv_fds(conn, 4096, 1)
     if not fds:
         raise OSError("no file descriptor received on the console socket")
     return fds[0], msg.decode(errors="replace")
@@ -81,7 +82,7 @@ def make_controlling(slave: int) -> None:
         os.close(slave)
 
 
-def setup_terminal(console_sock: socket.socket, size: dict[str, Any] | None = None) -> str:
+def setup_terminal(console_sock: Socket, size: dict[str, Any] | None = None) -> str:
     """Everything the container process does for ``terminal: true``; returns the slave's
     path (the init bind-mounts it over /dev/console)."""
     master, slave, name = open_pty(size)

@@ -41,7 +41,7 @@ from dockyard.runtime.state import CREATED, PAUSED, RUNNING, STOPPED, ContainerS
 # need them at run time: annotations only (postponed), the rest imported where used.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    from _socket import socket as Socket
     from typing import Any
 
 
@@ -223,7 +223,7 @@ class Runtime:
                 self.delete(container_id, force=True)
             _reap_orphans()
 
-    def _create(self, cid: str, bundle: str, opts: CreateOptions) -> tuple[ContainerState, socket.socket]:
+    def _create(self, cid: str, bundle: str, opts: CreateOptions) -> tuple[ContainerState, Socket]:
         from dockyard.runtime import namespaces
         from dockyard.runtime.spec import load_spec, rootfs_path
 
@@ -305,7 +305,7 @@ class Runtime:
             if console_sock is not None:
                 console_sock.close()
 
-    def _handshake(self, sock: socket.socket, stage1: int, kids: _Children, linux: dict[str, Any],
+    def _handshake(self, sock: Socket, stage1: int, kids: _Children, linux: dict[str, Any],
                    until: str) -> int:
         """Serve the children until ``until`` arrives; returns the final process's pid."""
         from dockyard.runtime import namespaces, syncsock
@@ -557,19 +557,21 @@ def process_from_args(config_process: dict[str, Any], a: ExecArgs) -> dict[str, 
 # --------------------------------------------------------------------------- helpers
 
 
-def _socketpair() -> tuple[socket.socket, socket.socket]:
+def _socketpair() -> tuple[Socket, Socket]:
     from dockyard.runtime import syncsock
 
     return syncsock.pair()
 
 
-def _fds(sock: socket.socket | None) -> list[int]:
+def _fds(sock: Socket | None) -> list[int]:
     return [sock.fileno()] if sock is not None else []
 
 
 def _import_container_side(*, for_init: bool = True) -> None:
     """Import what the children run *before* forking: a child must not import (slow,
     and after pivot_root the modules are out of reach). ``exec`` needs no rootfs code."""
+    import warnings  # noqa: F401 - os.execvpe imports it (in os.get_exec_path)
+
     from dockyard import syscalls  # noqa: F401
     from dockyard.runtime import capabilities, console, namespaces, process, syncsock  # noqa: F401
 
@@ -725,7 +727,7 @@ def _wait_status(pid: int) -> int:
             return code if code >= 0 else 128 - code
 
 
-def _report_exec_error(sock: socket.socket, raise_it: bool = True) -> None:
+def _report_exec_error(sock: Socket, raise_it: bool = True) -> None:
     """Wait until the process has exec'd (EOF) or said why it could not; the latter is
     printed, or raised for a caller that would otherwise report success."""
     from dockyard.runtime import syncsock

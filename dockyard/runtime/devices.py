@@ -10,11 +10,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Any
 
 from dockyard import syscalls
 from dockyard.errors import InvalidArgument
 from dockyard.runtime.mounts import MS_BIND, create_in_root, fd_path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from typing import Any
 
 # The nodes every container gets (docker's and runc's defaults), mode 0666, owned by root.
 DEFAULT_DEVICES: tuple[dict[str, Any], ...] = tuple(

@@ -30,12 +30,15 @@ import os
 import re
 import stat
 from collections.abc import Iterable
-from typing import Any
 
 from dockyard import syscalls
 from dockyard.errors import InvalidArgument
 from dockyard.runtime.values import Value
 from dockyard.syscalls import MountAttr, MountFlag, Resolve
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from typing import Any
 
 # MS_* values the shared MountFlag enum does not name.
 MS_SYNCHRONOUS = 0x10

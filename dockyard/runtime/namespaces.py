@@ -161,10 +161,13 @@ _IFF_UP = 0x1
 def loopback_up() -> None:
     """Bring ``lo`` up in this (new) network namespace, as runc and docker do: a container
     with no other network still has a working 127.0.0.1."""
-    import socket
+    import _socket  # not socket: this runs in every container's stage 1, see usock
     import struct
 
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         ifreq = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, ifreq))[1]
         fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
+    finally:
+        s.close()

@@ -17,12 +17,10 @@ See mounts.py for how destinations are kept inside the root.
 
 from __future__ import annotations
 
-import copy
 import errno
 import os
 import stat
 from collections.abc import Callable, Collection
-from typing import Any
 
 from dockyard import syscalls
 from dockyard.errors import InvalidArgument
@@ -45,6 +43,10 @@ from dockyard.runtime.mounts import (
     remount,
 )
 from dockyard.syscalls import MountFlag, Resolve, UmountFlag
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from typing import Any
 
 __all__ = [
     "DOCKER_MASKED_PATHS", "DOCKER_READONLY_PATHS", "bind_console", "default_mounts",
@@ -80,8 +82,9 @@ _DEFAULT_MOUNTS: tuple[dict[str, Any], ...] = (
 
 
 def default_mounts() -> list[dict[str, Any]]:
-    """Docker's default mount list (a fresh copy: callers append to it)."""
-    return copy.deepcopy(list(_DEFAULT_MOUNTS))
+    """Docker's default mount list (a fresh copy: callers append to it). Copied by hand:
+    importing ``copy`` (and weakref with it) would stay in the supervisor's memory."""
+    return [{**m, "options": list(m["options"])} for m in _DEFAULT_MOUNTS]
 
 
 # --------------------------------------------------------------------------- errors

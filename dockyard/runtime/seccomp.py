@@ -33,10 +33,13 @@ import ctypes
 import errno
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.runtime.seccomp_default import default_profile
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from typing import Any
 
 __all__ = ["Filter", "default_profile", "load", "mode_of", "prepare", "resolve", "validate"]
 

@@ -14,7 +14,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    from _socket import socket as Socket
     from collections.abc import Callable
     from typing import Any, NoReturn
 
@@ -25,7 +25,7 @@ class InitContext:
     """What the forked children of ``create`` work from."""
 
     def __init__(self, *, spec: dict[str, Any], bundle: str, rootfs: str, ns_fds: dict[str, int],
-                 new_user: bool, flags: int, fifo_fd: int, console: socket.socket | None,
+                 new_user: bool, flags: int, fifo_fd: int, console: Socket | None,
                  opts: CreateOptions, seccomp: Any) -> None:
         self.spec, self.bundle, self.rootfs, self.ns_fds = spec, bundle, rootfs, ns_fds
         self.new_user, self.flags, self.fifo_fd, self.console = new_user, flags, fifo_fd, console
@@ -35,12 +35,12 @@ class InitContext:
 class ExecContext:
     """What the forked children of ``exec`` work from."""
 
-    def __init__(self, *, process: dict[str, Any], ns_fds: dict[str, int], console: socket.socket | None,
+    def __init__(self, *, process: dict[str, Any], ns_fds: dict[str, int], console: Socket | None,
                  opts: ExecOptions, seccomp: Any) -> None:
         self.process, self.ns_fds, self.console, self.opts, self.seccomp = process, ns_fds, console, opts, seccomp
 
 
-def fork(child_sock: socket.socket, target: Callable[[socket.socket, Any], NoReturn], ctx: Any,
+def fork(child_sock: Socket, target: Callable[[Socket, Any], NoReturn], ctx: Any,
           keep: list[int], preserve: int, stdio: tuple[int, int, int] | None = None) -> int:
     """Fork; in the child run ``target(child_sock, ctx)``, which never returns. ``keep``:
     the fds (besides stdio, the preserved ones and the socket) the child may hold;
@@ -64,7 +64,7 @@ def fork(child_sock: socket.socket, target: Callable[[socket.socket, Any], NoRet
     os._exit(1)
 
 
-def _child_start(sock: socket.socket, keep: list[int], preserve: int) -> None:
+def _child_start(sock: Socket, keep: list[int], preserve: int) -> None:
     from dockyard import syscalls
     from dockyard.runtime import process
 
@@ -98,7 +98,7 @@ def _close_all_but(keep: list[int]) -> None:
     syscalls.close_range(prev + 1)
 
 
-def _child_fail(sock: socket.socket, e: BaseException) -> NoReturn:
+def _child_fail(sock: Socket, e: BaseException) -> NoReturn:
     from dockyard.runtime import process
 
     process.report_error(sock, _describe(e))
@@ -111,7 +111,7 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _expect(sock: socket.socket, kind: str) -> None:
+def _expect(sock: Socket, kind: str) -> None:
     from dockyard.runtime import syncsock
 
     msg = syncsock.recv(sock)
@@ -119,7 +119,7 @@ def _expect(sock: socket.socket, kind: str) -> None:
         os._exit(1)  # the runtime gave up on us
 
 
-def stage1_create(sock: socket.socket, ctx: InitContext) -> NoReturn:
+def stage1_create(sock: Socket, ctx: InitContext) -> NoReturn:
     from dockyard import syscalls
     from dockyard.runtime import namespaces, process, syncsock
 
@@ -147,7 +147,7 @@ def stage1_create(sock: socket.socket, ctx: InitContext) -> NoReturn:
     os._exit(0)
 
 
-def _container_init(sock: socket.socket, ctx: InitContext) -> NoReturn:
+def _container_init(sock: Socket, ctx: InitContext) -> NoReturn:
     from dockyard import syscalls
     from dockyard.runtime import console, pid1, process, rootfs, syncsock
 
@@ -179,7 +179,7 @@ def _container_init(sock: socket.socket, ctx: InitContext) -> NoReturn:
     os._exit(1)
 
 
-def stage1_exec(sock: socket.socket, ctx: ExecContext) -> NoReturn:
+def stage1_exec(sock: Socket, ctx: ExecContext) -> NoReturn:
     from dockyard.runtime import namespaces, process, syncsock
 
     _expect(sock, "go")

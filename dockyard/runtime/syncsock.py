@@ -9,31 +9,33 @@ how the runtime learns "exec happened" or "every child died" without polling or 
 from __future__ import annotations
 
 import json
-import socket
+
+from dockyard.runtime import usock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: importing typing costs start-up time
+    from _socket import socket as Socket
     from typing import Any
 
 _MAX = 1 << 16
 
 
-def pair() -> tuple[socket.socket, socket.socket]:
+def pair() -> tuple[Socket, Socket]:
     """(runtime end, child end), both close-on-exec (Python's default)."""
-    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return usock.socketpair(usock.SOCK_SEQPACKET)
 
 
-def send(sock: socket.socket, msg: dict[str, Any]) -> bool:
+def send(sock: Socket, msg: dict[str, Any]) -> bool:
     """False if nobody listens any more (the runtime that created us has exited)."""
     try:
         # MSG_NOSIGNAL: the sender may already have SIGPIPE back at its default action
-        sock.send(json.dumps(msg).encode(), socket.MSG_NOSIGNAL)
+        sock.send(json.dumps(msg).encode(), usock.MSG_NOSIGNAL)
         return True
     except OSError:
         return False
 
 
-def recv(sock: socket.socket) -> dict[str, Any] | None:
+def recv(sock: Socket) -> dict[str, Any] | None:
     """The next message, or None at EOF (every child copy of the other end closed)."""
     data = sock.recv(_MAX)
     if not data:

@@ -5,7 +5,10 @@ and every container start imports the modules that use this."""
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from typing import Any
+
 
 
 class Value:

@@ -5,7 +5,8 @@ stdio to the daemon, and report its exit.
 process has exec'd, or raises what went wrong) with stdio made here: pipes, or a pty whose
 master arrives over a console socket as in ``_create_tty``. The daemon's ends of the
 streams (stdin's write end, stdout's and stderr's read ends, or the pty master) travel back
-to it on the response with SCM_RIGHTS (``send_with_fds``), so an exec's output never touches
+to it on the response with SCM_RIGHTS (the response's ``_fds``, sent with the line's first
+byte: see ``connection.py``), so an exec's output never touches
 the container's log nor this process's loop: the daemon pumps it to the API client. Streams
 the daemon does not want (``-d``, or not attached) are /dev/null; a detached exec with a
 terminal keeps its pty master here, drained and discarded, so the process keeps a live
@@ -23,20 +24,23 @@ always recorded before its container's.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
 import os
 import signal
-import socket
 import struct
-import tempfile
 import termios
 from collections import OrderedDict
-from typing import Any
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
+from dockyard.runtime import usock
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import Any
+
+    from dockyard.supervisor.loop import Future, Loop
 
 _READ_SIZE = 65536
 _FINISHED_KEPT = 1024  # exit codes of finished execs kept for a late exec_wait
@@ -52,7 +56,7 @@ class ExecProc:
 
     __slots__ = ("id", "cid", "pid", "exit_code", "exited", "tty_fd")
 
-    def __init__(self, exec_id: str, cid: str, pid: int, exited: asyncio.Future[None]) -> None:
+    def __init__(self, exec_id: str, cid: str, pid: int, exited: Future) -> None:
         self.id, self.cid, self.pid = exec_id, cid, pid
         self.exit_code: int | None = None
         self.exited = exited
@@ -67,44 +71,13 @@ class _ExecTable:
         self.count = 0  # console sockets and pid files made: their names
 
 
-def send_with_fds(writer: asyncio.StreamWriter, data: bytes, fds: list[int]) -> None:
-    """Write one response line carrying ``fds`` (SCM_RIGHTS), then close our copies.
-
-    asyncio's transport cannot send ancillary data, so the line goes straight to the socket
-    (through a duplicate of its fd, the transport's own socket object being off limits).
-    That is only in order when nothing is buffered in the transport, which holds for the
-    first answer on a connection, as the daemon's one-request connections are; otherwise
-    an error line is sent instead and the fds are closed (their process sees EOF/EPIPE)."""
-    try:
-        transport = writer.transport
-        sock = writer.get_extra_info("socket")
-        if sock is None or transport.get_write_buffer_size():
-            writer.write(b'{"ok": false, "error": "exec streams cannot be passed on this connection", '
-                         b'"kind": "DockyardError"}\n')
-            return
-        try:
-            dup = socket.socket(fileno=os.dup(sock.fileno()))
-        except OSError:
-            return  # the daemon went away: the process gets EOF / EPIPE on its streams
-        try:
-            socket.send_fds(dup, [data], fds)
-        except OSError:
-            pass  # as above; the connection's own error surfaces in the caller's drain
-        finally:
-            dup.close()  # the duplicate only: the connection stays the transport's
-    finally:
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
 class ExecOps:
     """Mixed into ``Supervisor``: the ``exec*`` ops and the reaper's hook for exec pids."""
 
     # provided by Supervisor
     root: str
     runtime: Any
-    loop: asyncio.AbstractEventLoop
+    loop: Loop
     containers: dict[str, Any]
 
     @property
@@ -190,11 +163,13 @@ class ExecOps:
         tmpdir = None
         path = os.path.join(self.root, f"exec-console-{self._execs.count}.sock")
         if len(path.encode()) > 100:  # sun_path is 108 bytes
+            import tempfile
+
             tmpdir = tempfile.mkdtemp(prefix="dockyard-console-")
             path = os.path.join(tmpdir, "c.sock")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        listener = usock.unix()
         try:
             listener.bind(path)
             os.chmod(path, 0o600)
@@ -203,10 +178,12 @@ class ExecOps:
                                                         stdio=(null, null, null)))
             try:
                 listener.setblocking(False)
-                conn, _ = listener.accept()
-                with conn:
+                conn = usock.accept(listener)
+                try:
                     conn.settimeout(5)  # sent before exec returned: never waits in practice
                     master, _name = console.recv_master(conn)
+                finally:
+                    conn.close()
             except BaseException:
                 with contextlib.suppress(Exception):
                     os.kill(_read_pid(pid_file), signal.SIGKILL)  # our child: no pid reuse yet
@@ -250,7 +227,7 @@ class ExecOps:
 
     async def op_exec_wait(self, req: dict[str, Any]) -> dict[str, Any]:
         ex = self._exec_get(req)
-        await asyncio.shield(ex.exited)  # a waiter dropping its connection cancels only itself
+        await ex.exited
         return {"exit_code": ex.exit_code, "pid": ex.pid}
 
     def op_exec_resize(self, req: dict[str, Any]) -> dict[str, Any]:

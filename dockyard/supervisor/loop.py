@@ -9,7 +9,9 @@ its imports are its memory.
 Semantics kept from asyncio where the supervisor relies on them: callbacks and coroutine
 steps run one at a time on this thread; a future's callbacks run on the next turn of the
 loop, never inside ``set_result``; signal handlers run as ordinary callbacks (via
-``signal.set_wakeup_fd``), never between two bytecodes of other code.
+``signal.set_wakeup_fd``), never between two bytecodes of other code; a callback that
+raises is reported on stderr and the loop goes on (asyncio logs it the same way).
+Sockets on the loop: ``connection.py``.
 """
 
 from __future__ import annotations
@@ -20,10 +22,16 @@ import itertools
 import os
 import select
 import signal
+import sys
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
-from typing import Any
+
+# annotations only: importing typing (and collections.abc's generics) costs memory the
+# supervisor keeps for its whole life
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Generator
+    from typing import Any
 
 _IN = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP
 _OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
@@ -242,7 +250,20 @@ class Loop:
         for _ in range(len(self._ready)):
             h = self._ready.popleft()
             if not h.cancelled:
-                h.fn(*h.args)
+                try:
+                    h.fn(*h.args)
+                except Exception as e:  # noqa: BLE001 - one failed callback must not end the loop
+                    self.report(h, e)
+
+    def report(self, h: Handle, err: BaseException) -> None:
+        """A callback raised: say so on stderr (as asyncio logs it) and go on."""
+        import traceback  # only when something went wrong: it is a heavy import
+
+        name = getattr(h.fn, "__qualname__", repr(h.fn))
+        text = "".join(traceback.format_exception(err))
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"loop: exception in callback {name}:\n{text}")
+            sys.stderr.flush()
 
     def run_until_complete(self, fut: Future) -> Any:
         while not fut.done():

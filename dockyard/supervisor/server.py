@@ -1,9 +1,21 @@
 """The supervisor's event loop: containers, their pipes, exits, and the JSON-lines server.
 
-Everything runs on one asyncio loop in one thread. That is not a style choice: containers
-are forked in-process (``Runtime(delegate=False)``), which the runtime allows only from a
-single-threaded process, so no executor, no threads (and hence no json-file ``compress``,
-whose writer compresses in a thread).
+Everything runs on one loop (``loop.py``, not asyncio: see there why) in one thread. That
+is not a style choice: containers are forked in-process (``Runtime(delegate=False)``),
+which the runtime allows only from a single-threaded process, so no executor, no threads
+(and hence no json-file ``compress``, whose writer compresses in a thread).
+
+Attach: the ``attach`` op turns its connection into an output stream. After the
+``{"ok": true}`` line, every chunk read from the container's stdout/stderr (a pty master
+is stdout) is written to it as a docker stdcopy frame (``[stream, 0, 0, 0, len32 BE]``
+then the bytes), besides going to the log; the connection is closed once the container
+has exited and its outputs reached EOF. An attach to a container whose run is over (exited,
+outputs closed) waits for its next run: the daemon restarts a container with ``delete``
+(``restart: true``, which keeps such attachments) then ``create`` under the same id; a
+real ``delete`` ends them. Backpressure: while an attached connection holds more than
+``_ATTACH_HIGH`` unsent bytes the container's outputs are not read (the container blocks
+on a full pipe, as with docker, rather than losing output), until every attached
+connection is below ``_ATTACH_LOW``.
 
 Exits: the supervisor is a child subreaper, so each container's init is reparented to it
 when the runtime's stage 1 exits; SIGCHLD → ``waitpid(-1, WNOHANG)`` gives the exit status.
@@ -23,8 +35,7 @@ lets our reaper record its exit first, which leaves only the no-pid-namespace ca
 
 from __future__ import annotations
 
-import asyncio
-import base64
+import binascii
 import contextlib
 import errno
 import fcntl
@@ -32,21 +43,32 @@ import json
 import os
 import select
 import signal
-import socket
 import struct
 import sys
 import termios
 import time
-from typing import Any
+from types import CoroutineType
 
-from dockyard import errors
+from dockyard import errors, syscalls
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
-from dockyard.logs import JSONFileWriter, format_time, parse_log_opts
+from dockyard.logs.jsonfile import JSONFileWriter, format_time, parse_log_opts
+from dockyard.runtime import usock
 from dockyard.runtime.container import CreateOptions, Runtime
 from dockyard.supervisor import SOCKET_NAME
-from dockyard.supervisor.execs import ExecOps, send_with_fds
+from dockyard.supervisor.connection import Connection, Listener
+from dockyard.supervisor.execs import ExecOps
+from dockyard.supervisor.loop import Future, Loop
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not imported at run time
+    from typing import Any
 
 _READ_SIZE = 65536
+_ATTACH_HIGH = 1024 * 1024  # unsent bytes on an attached connection that pause the container's outputs
+_ATTACH_LOW = 256 * 1024  # ... until every attached connection is below this
+_FRAME = struct.Struct(">BxxxL")  # docker's stdcopy header: stream, 3 zero bytes, length
+_STREAM_IDS = {"stdout": 1, "stderr": 2}
+_TRIM_DELAY = 0.5  # seconds after a request before the C heap's free pages are given back
 _UNKNOWN_EXIT = 255  # docker's code for "exit status not known"
 _REAP_GRACE = 1.0  # seconds an adopted init's new parent gets to reap it (see _adopted_exit)
 
@@ -96,7 +118,7 @@ class Container:
         self.finished_at: str | None = None
         self.exit_code: int | None = None
         self.oom_killed = False
-        self.exited: asyncio.Future[None] | None = None  # set when the exit is known
+        self.exited: Future | None = None  # set when the exit is known
         self.writer: JSONFileWriter | None = None
         self.outputs: dict[int, str] = {}  # read end -> stream name
         self.stdin_fd = -1
@@ -105,6 +127,8 @@ class Container:
         self.tty_fd = -1  # the pty master (``tty`` containers): output and input both go through it
         self.pidfd = -1  # adopted containers only: not our child, so no SIGCHLD for them
         self.adopted = False
+        self.attached: list[Connection] = []  # attach streams of this run
+        self.out_paused = False  # outputs not read: an attached connection is behind
 
     def record(self) -> dict[str, Any]:
         return {"id": self.id, "bundle": self.bundle, "log_path": self.log_path, "log_opts": self.log_opts,
@@ -122,16 +146,18 @@ class Container:
 
 
 class Supervisor(ExecOps):
-    def __init__(self, root: str, runtime_root: str) -> None:
+    def __init__(self, loop: Loop, root: str, runtime_root: str) -> None:
         self.root = os.path.abspath(root)
         self.state_dir = os.path.join(self.root, "containers")
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self.runtime = Runtime(runtime_root, delegate=False)
         self.containers: dict[str, Container] = {}
         self.by_pid: dict[int, Container] = {}
-        self.loop = asyncio.get_running_loop()
-        self.stopping = asyncio.Event()
+        self.loop = loop
+        self.stopping = loop.create_future()
         self._consoles = 0  # console sockets made: their names
+        self.pending_attach: dict[str, list[Connection]] = {}  # id -> attach streams for its next run
+        self._trim: Any = None  # the pending malloc_trim timer
 
     # ------------------------------------------------------------------ persistence
 
@@ -258,6 +284,8 @@ class Supervisor(ExecOps):
         # who then find every line in the log.
         for fd in list(c.outputs):
             self._pump(c, fd, drain=True)
+        if not c.outputs:
+            self._end_attach(c)
         with contextlib.suppress(OSError):
             self.save(c)
         if c.exited is not None:
@@ -284,9 +312,13 @@ class Supervisor(ExecOps):
                 del c.outputs[fd]
                 if c.writer is not None:
                     c.writer.flush_partial(stream)
+                if not c.outputs and c.exit_code is not None:
+                    self._end_attach(c)
                 return
             if c.writer is not None:
                 c.writer.write(stream, data)
+            if c.attached:
+                self._emit(c, stream, data)
             if not drain:
                 return  # one read per wake-up: a chatty container cannot starve the others
 
@@ -296,6 +328,7 @@ class Supervisor(ExecOps):
             os.close(fd)
         c.outputs.clear()
         c.tty_fd = -1
+        self._end_attach(c)
         self._close_stdin_now(c)
         if c.writer is not None:
             c.writer.close()
@@ -322,6 +355,75 @@ class Supervisor(ExecOps):
         self.loop.remove_writer(c.stdin_fd)
         if c.stdin_closing:
             self._close_stdin_now(c)
+
+    # ------------------------------------------------------------------ attach
+
+    def op_attach(self, req: dict[str, Any], conn: Connection) -> dict[str, Any]:
+        """Make ``conn`` an attach stream of container ``id``: of its current run, or of its
+        next one when this run is over (exited, outputs drained) or when we do not hold the
+        container (yet: the daemon re-creates one a previous supervisor lost on its start).
+        The connection ends with the run, or with a ``delete`` of the container."""
+        cid = req.get("id")
+        if not isinstance(cid, str) or not cid:
+            raise InvalidArgument("attach needs an id")
+        c = self.containers.get(cid)
+        conn.owner = cid
+        conn.on_close = self._attach_closed
+        conn.on_flush = self._attach_flushed
+        if c is None or (c.exit_code is not None and not c.outputs):
+            self.pending_attach.setdefault(cid, []).append(conn)
+        else:
+            c.attached.append(conn)
+        return {}
+
+    def _emit(self, c: Container, stream: str, data: bytes) -> None:
+        chunk = _FRAME.pack(_STREAM_IDS[stream], len(data)) + data
+        behind = False
+        for conn in tuple(c.attached):  # a failed send closes a connection: it leaves the list
+            conn.send(chunk)
+            behind = behind or conn.out_size > _ATTACH_HIGH
+        if behind and not c.out_paused:
+            c.out_paused = True
+            for fd in c.outputs:
+                self.loop.remove_reader(fd)
+
+    def _resume_outputs(self, c: Container) -> None:
+        if not c.out_paused or any(conn.out_size >= _ATTACH_LOW for conn in c.attached):
+            return
+        c.out_paused = False
+        for fd in c.outputs:
+            self.loop.add_reader(fd, self._pump, c, fd)
+
+    def _attach_flushed(self, conn: Connection) -> None:
+        c = self.containers.get(conn.owner)  # type: ignore[arg-type]
+        if c is not None and c.out_paused and conn.out_size < _ATTACH_LOW:
+            self._resume_outputs(c)
+
+    def _attach_closed(self, conn: Connection) -> None:
+        """An attached connection went away (or was ended): forget it."""
+        c = self.containers.get(conn.owner)  # type: ignore[arg-type]
+        if c is not None and conn in c.attached:
+            c.attached.remove(conn)
+            self._resume_outputs(c)
+            return
+        waiting = self.pending_attach.get(conn.owner)  # type: ignore[arg-type]
+        if waiting is not None and conn in waiting:
+            waiting.remove(conn)
+            if not waiting:
+                del self.pending_attach[conn.owner]  # type: ignore[arg-type]
+
+    def _end_attach(self, c: Container) -> None:
+        """The run is over: its attach streams end once what they hold is sent."""
+        conns, c.attached = c.attached, []
+        for conn in conns:
+            conn.on_close = conn.on_flush = None
+            conn.close_when_flushed()
+        self._resume_outputs(c)  # nobody to wait for any more
+
+    def _end_pending_attach(self, cid: str) -> None:
+        for conn in self.pending_attach.pop(cid, ()):
+            conn.on_close = conn.on_flush = None
+            conn.close_when_flushed()
 
     # ------------------------------------------------------------------ ops
 
@@ -380,6 +482,7 @@ class Supervisor(ExecOps):
         c.exited = self.loop.create_future()
         self.by_pid[c.pid] = c
         self.containers[c.id] = c
+        c.attached = self.pending_attach.pop(c.id, [])  # attached before this run was made
         for fd in c.outputs:
             self.loop.add_reader(fd, self._pump, c, fd)
         self.save(c)
@@ -403,7 +506,7 @@ class Supervisor(ExecOps):
             path = os.path.join(tmpdir, "c.sock")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        listener = usock.unix()
         null = -1
         try:
             listener.bind(path)
@@ -415,10 +518,12 @@ class Supervisor(ExecOps):
             st = self.runtime.create(c.id, c.bundle, CreateOptions(console_socket=path, stdio=(null, null, null)))
             try:
                 listener.setblocking(False)
-                conn, _ = listener.accept()
-                with conn:
+                conn = usock.accept(listener)
+                try:
                     conn.settimeout(5)  # sent before create returned: never waits in practice
                     master, _name = console.recv_master(conn)
+                finally:
+                    conn.close()
             except BaseException:
                 with contextlib.suppress(DockyardError, OSError):
                     self.runtime.kill(c.id, signal.SIGKILL)
@@ -486,7 +591,13 @@ class Supervisor(ExecOps):
         return {}
 
     async def op_delete(self, req: dict[str, Any]) -> dict[str, Any]:
-        c = self._get(req.get("id"))
+        """Remove a container (``force``: a running one is killed first). ``restart``: the
+        daemon creates it again right after (a new run under the same id), so attach
+        streams waiting for its next run are kept; otherwise they end."""
+        cid = req.get("id")
+        if not req.get("restart") and isinstance(cid, str):
+            self._end_pending_attach(cid)  # even for a container we do not hold
+        c = self._get(cid)
         if c.exit_code is None:
             status = self._status(c)
             if status in ("running", "paused") and not req.get("force"):
@@ -509,6 +620,8 @@ class Supervisor(ExecOps):
             os.close(c.pidfd)
             c.pidfd = -1
         del self.containers[c.id]
+        if not req.get("restart"):
+            self._end_pending_attach(c.id)  # again: one may have come while the exit was awaited
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._record_path(c.id))
         return {}
@@ -538,7 +651,7 @@ class Supervisor(ExecOps):
     async def op_wait(self, req: dict[str, Any]) -> dict[str, Any]:
         c = self._get(req.get("id"))
         assert c.exited is not None
-        await asyncio.shield(c.exited)  # a waiter dropping its connection cancels only itself
+        await c.exited
         return {"exit_code": c.exit_code, "oom_killed": c.oom_killed, "finished_at": c.finished_at}
 
     def op_write_stdin(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -546,8 +659,8 @@ class Supervisor(ExecOps):
         if c.stdin_fd < 0 or c.stdin_closing:
             raise Conflict(f"container {c.id} has no open stdin")
         try:
-            data = base64.b64decode(req.get("data_b64", ""), validate=True)
-        except ValueError:
+            data = binascii.a2b_base64(req.get("data_b64", ""), strict_mode=True)
+        except (ValueError, TypeError):
             raise InvalidArgument("data_b64 is not base64") from None
         was_empty = not c.stdin_buf
         c.stdin_buf += data
@@ -586,42 +699,58 @@ class Supervisor(ExecOps):
 
     # ------------------------------------------------------------------ server
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    return
-                resp = await self.dispatch(line)
-                fds = resp.pop("_fds", None)  # an exec's streams, for the daemon (execs.py)
-                if fds:
-                    send_with_fds(writer, json.dumps(resp).encode() + b"\n", fds)
-                else:
-                    writer.write(json.dumps(resp).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.LimitOverrunError, ValueError):
-            pass
-        finally:
-            writer.close()
+    def on_connection(self, sock: usock.Socket) -> None:
+        Connection(self.loop, sock, self._on_line)
 
-    async def dispatch(self, line: bytes) -> dict[str, Any]:
+    def trim_soon(self) -> None:
+        """Give the C heap's free pages back to the kernel a moment after the requests stop.
+
+        This process is the host-side memory of every container, and it lives long: what
+        its imports and each create leave freed in the heap would stay resident for good."""
+        if self._trim is None:
+            self._trim = self.loop.call_later(_TRIM_DELAY, self._trim_now)
+
+    def _trim_now(self) -> None:
+        self._trim = None
+        syscalls.malloc_trim()
+
+    def _on_line(self, conn: Connection, line: bytes) -> None:
+        """One request: answered now, or by a task once its coroutine is done (the
+        connection hands over its next line only after the answer, so in order)."""
+        self.trim_soon()
         try:
             req = json.loads(line)
             if not isinstance(req, dict):
                 raise InvalidArgument("a request is a JSON object")
-            fn = getattr(self, f"op_{req.get('op')}", None) if isinstance(req.get("op"), str) else None
+            op = req.get("op")
+            if op == "attach":
+                result = self.op_attach(req, conn)
+                conn.send(json.dumps({"ok": True, **result}).encode() + b"\n")
+                conn.start_streaming()
+                return
+            fn = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
             if fn is None:
-                raise InvalidArgument(f"unknown op {req.get('op')!r}")
+                raise InvalidArgument(f"unknown op {op!r}")
             result = fn(req)
-            if asyncio.iscoroutine(result):
-                result = await result
-            return {"ok": True, **result}
-        except ValueError as e:  # json or a log option a constructor refused
-            return {"ok": False, "error": str(e), "kind": "InvalidArgument"}
-        except DockyardError as e:
-            return {"ok": False, "error": str(e), "kind": _error_kind(e)}
-        except OSError as e:
-            return {"ok": False, "error": str(e), "kind": "DockyardError"}
+        except Exception as e:  # noqa: BLE001 - every request gets an answer
+            self._answer(conn, _failure(e))
+            return
+        if isinstance(result, CoroutineType):
+            self.loop.create_task(self._answer_later(conn, result))
+        else:
+            self._answer(conn, {"ok": True, **result})
+
+    async def _answer_later(self, conn: Connection, coro: Any) -> None:
+        try:
+            resp = {"ok": True, **(await coro)}
+        except Exception as e:  # noqa: BLE001 - every request gets an answer
+            resp = _failure(e)
+        self._answer(conn, resp)
+
+    def _answer(self, conn: Connection, resp: dict[str, Any]) -> None:
+        fds = resp.pop("_fds", None)  # an exec's streams, for the daemon (execs.py)
+        conn.send(json.dumps(resp).encode() + b"\n", fds)
+        conn.done()
 
     def shutdown(self) -> None:
         """Stop serving; containers keep running (live restore). Output pipes close with us."""
@@ -636,50 +765,68 @@ class Supervisor(ExecOps):
                 c.writer = None
 
 
+def _failure(err: BaseException) -> dict[str, Any]:
+    """The error answer for ``err``."""
+    if isinstance(err, DockyardError):
+        return {"ok": False, "error": str(err), "kind": _error_kind(err)}
+    if isinstance(err, ValueError):  # json, or a log option a constructor refused
+        return {"ok": False, "error": str(err), "kind": "InvalidArgument"}
+    if isinstance(err, OSError):
+        return {"ok": False, "error": str(err), "kind": "DockyardError"}
+    import traceback  # a bug: its traceback goes to our stderr (the daemon's supervisor.log)
+
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write("".join(traceback.format_exception(err)))
+        sys.stderr.flush()
+    return {"ok": False, "error": f"supervisor: {type(err).__name__}: {err}", "kind": "DockyardError"}
+
+
 def _set_winsize(fd: int, h: int, w: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
 
 
 def _alive(path: str) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        try:
-            s.connect(path)
-        except OSError:
-            return False
+    s = usock.unix()
+    try:
+        s.connect(path)
+    except OSError:
+        return False
+    finally:
+        s.close()
     return True
 
 
-async def serve(root: str, runtime_root: str) -> None:
-    from dockyard import syscalls
-
+def run(root: str, runtime_root: str) -> int:
     # the inits are our grandchildren: become their reaper when stage 1 exits
     syscalls.prctl(syscalls.Prctl.SET_CHILD_SUBREAPER, 1)
-    sup = Supervisor(root, runtime_root)
-    loop = sup.loop
-    loop.add_signal_handler(signal.SIGCHLD, sup.on_sigchld)
-    loop.add_signal_handler(signal.SIGTERM, sup.stopping.set)
-    loop.add_signal_handler(signal.SIGINT, sup.stopping.set)
-    sup.restore()
-    sup.on_sigchld()  # exits that happened before the handler was installed
-    path = os.path.join(sup.root, SOCKET_NAME)
-    if _alive(path):
-        raise Conflict(f"a supervisor is already serving {path}")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)  # a dead predecessor's socket
-    server = await asyncio.start_unix_server(sup.handle, path=path, limit=64 * 1024 * 1024)
-    os.chmod(path, 0o600)
-    print("ready", file=sys.stderr, flush=True)
+    loop = Loop()
     try:
-        await sup.stopping.wait()
-    finally:
-        server.close()
+        sup = Supervisor(loop, root, runtime_root)
+
+        def stop() -> None:
+            if not sup.stopping.done():
+                sup.stopping.set_result(None)
+
+        loop.add_signal_handler(signal.SIGCHLD, sup.on_sigchld)
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        loop.add_signal_handler(signal.SIGINT, stop)
+        sup.restore()
+        sup.on_sigchld()  # exits that happened before the handler was installed
+        path = os.path.join(sup.root, SOCKET_NAME)
+        if _alive(path):
+            raise Conflict(f"a supervisor is already serving {path}")
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        sup.shutdown()
-
-
-def run(root: str, runtime_root: str) -> int:
-    asyncio.run(serve(root, runtime_root))
+            os.unlink(path)  # a dead predecessor's socket
+        listener = Listener(loop, path, sup.on_connection)
+        sup.trim_soon()
+        print("ready", file=sys.stderr, flush=True)
+        try:
+            loop.run_until_complete(sup.stopping)
+        finally:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            sup.shutdown()
+    finally:
+        loop.close()
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,33 @@ def test_run_exit_code_and_stderr(dk: Daemon) -> None:
 def test_run_stdin(dk: Daemon) -> None:
     res = dk.docker("run", "--rm", "-i", "busybox", "sh", "-c", "tr a-z A-Z", input=b"shout\n")
     assert res.stdout == "SHOUT\n"
+
+
+def test_run_stdin_output_is_the_raw_bytes(dk: Daemon) -> None:
+    # attach streams what the container wrote: no newline added to an unterminated line
+    res = dk.docker("run", "--rm", "-i", "busybox", "cat", input=b"abc")
+    assert res.stdout == "abc" and res.returncode == 0
+
+
+def test_start_attach_of_an_exited_container_streams_its_next_run(dk: Daemon) -> None:
+    dk.docker("run", "--name", "twice", "busybox", "sh", "-c", "echo x >> /runs; echo run $(wc -l < /runs)")
+    res = dk.docker("start", "-a", "twice")
+    assert res.stdout == "run 2\n"  # the new run's output only
+    assert dk.docker("logs", "twice").stdout == "run 1\nrun 2\n"
+    dk.docker("rm", "twice")
+
+
+def test_attach_to_a_running_container(dk: Daemon) -> None:
+    dk.docker("run", "-d", "-i", "--name", "att", "busybox", "sh", "-c", "echo early; read x; echo got $x; exit 5")
+    deadline = time.monotonic() + 30
+    while dk.docker("logs", "att").stdout != "early\n":  # written before we attach
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    res = dk.docker("attach", "att", input=b"hello\n", check=False)
+    # what it wrote before the attach is in the log, not in the attach stream
+    assert res.stdout == "got hello\n" and res.returncode == 5
+    assert dk.docker("logs", "att").stdout == "early\ngot hello\n"
+    dk.docker("rm", "att")
 
 
 def test_run_unknown_image_and_bad_name(dk: Daemon) -> None:

@@ -263,6 +263,90 @@ def test_attach_streams_output_and_stdin(client: docker.DockerClient) -> None:
     ct.remove()
 
 
+def _attach_raw(client: docker.DockerClient, cid: str, **params: int) -> socket.socket:
+    sock = client.api.attach_socket(cid, params={"stream": 1, **params})
+    raw = sock._sock
+    raw.settimeout(60)
+    return raw
+
+
+def _read_frames(raw: socket.socket, bufsize: int = 1 << 20, delay: float = 0.0) -> list[tuple[int, bytes]]:
+    """stdcopy frames until the daemon closes; ``delay`` between reads: a slow client."""
+    data = bytearray()
+    while chunk := raw.recv(bufsize):
+        data += chunk
+        if delay:
+            time.sleep(delay)
+    frames = []
+    while data:
+        kind, size = data[0], int.from_bytes(data[4:8], "big")
+        assert len(data) >= 8 + size
+        frames.append((kind, bytes(data[8:8 + size])))
+        del data[:8 + size]
+    return frames
+
+
+def test_attach_large_output_to_a_slow_client_arrives_complete_and_in_order(client: docker.DockerClient) -> None:
+    # 20 MB of numbered 1000-byte lines: far beyond what the supervisor (1 MiB) and the
+    # daemon buffer for a client, so the container is held back while the client dawdles
+    n = 20_000
+    script = 'BEGIN{s=sprintf("%990s",""); gsub(/ /,"x",s); for(i=0;i<N;i++) printf "%09d%s\\n", i, s}'
+    ct = client.containers.create("busybox", ["awk", "-v", f"N={n}", script])
+    raw = _attach_raw(client, ct.id, stdout=1, stderr=1)
+    ct.start()
+    time.sleep(0.5)  # nothing read yet
+    frames = _read_frames(raw, bufsize=64 * 1024, delay=0.0005)
+    raw.close()
+    assert {k for k, _ in frames} == {1}
+    assert b"".join(d for _, d in frames) == b"".join(b"%09d%s\n" % (i, b"x" * 990) for i in range(n))
+    assert ct.wait()["StatusCode"] == 0
+    ct.remove()
+
+
+def test_attach_head_of_dev_zero(client: docker.DockerClient) -> None:
+    ct = client.containers.create("busybox", ["head", "-c", "20000000", "/dev/zero"])
+    raw = _attach_raw(client, ct.id, stdout=1)
+    ct.start()
+    frames = _read_frames(raw, bufsize=32 * 1024)
+    raw.close()
+    data = b"".join(d for _, d in frames)
+    assert len(data) == 20_000_000 and data.count(0) == 20_000_000
+    assert ct.wait()["StatusCode"] == 0
+    ct.remove()
+
+
+def test_attach_to_an_exited_container_streams_its_next_start(client: docker.DockerClient) -> None:
+    ct = client.containers.run("busybox", ["sh", "-c", "echo x >> /runs; echo run $(wc -l < /runs); echo e >&2"],
+                               detach=True)
+    assert ct.wait()["StatusCode"] == 0
+    raw = _attach_raw(client, ct.id, stdout=1)  # stdout only: the stderr line is not sent
+    ct.start()
+    assert _read_frames(raw) == [(1, b"run 2\n")]
+    raw.close()
+    assert ct.wait()["StatusCode"] == 0
+    assert ct.logs(stderr=False) == b"run 1\nrun 2\n"
+    ct.remove()
+
+
+def test_output_while_nobody_is_attached_still_lands_in_the_log(client: docker.DockerClient) -> None:
+    body = {"Image": "busybox", "Cmd": ["sh", "-c", "echo before; read x; echo after-$x; echo err >&2"],
+            "OpenStdin": True, "StdinOnce": False}
+    created = client.api._result(client.api._post_json(client.api._url("/containers/create"), data=body), True)
+    ct = client.containers.get(created["Id"])
+    ct.start()
+    for line in ct.logs(stream=True, follow=True):
+        assert line == b"before\n"  # written while nobody was attached: in the log
+        break
+    raw = _attach_raw(client, ct.id, stdin=1, stdout=1, stderr=1)
+    raw.sendall(b"in\n")
+    frames = _read_frames(raw)  # attached after "before": only what came later
+    raw.close()
+    assert sorted(frames) == [(1, b"after-in\n"), (2, b"err\n")]
+    assert ct.wait()["StatusCode"] == 0
+    assert ct.logs() == b"before\nafter-in\nerr\n"
+    ct.remove()
+
+
 def test_failed_create_leaves_nothing(client: docker.DockerClient, daemon: Daemon) -> None:
     # a sysctl that is not namespaced is refused by the runtime, after the snapshot, the
     # mount and the bundle were made; all of them must be undone

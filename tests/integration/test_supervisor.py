@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ import pytest
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 from dockyard.logs import read_logs
+from dockyard.supervisor import command as supervisor_command
 from dockyard.supervisor.client import SupervisorClient
 from tests.fixtures.bundles import (
     REPO,
@@ -54,8 +56,7 @@ class Sup:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-S", "-m", "dockyard.supervisor.main", "--root", str(self.root),
-             "--runtime-root", str(self.runtime_root)],
+            supervisor_command(sys.executable, str(self.root), str(self.runtime_root)),
             stderr=subprocess.PIPE, env=runtime_env(), cwd=REPO)
         assert self.proc.stderr is not None
         line = self.proc.stderr.readline()  # blocks until it listens (or dies: EOF)
@@ -269,3 +270,130 @@ def test_create_to_start_latency(sup: Sup, tmp_path: Path) -> None:
     print(f"\ncreate+start of `true` (ms): {', '.join(f'{t:.1f}' for t in times)}; "
           f"median {sorted(times)[len(times) // 2]:.1f}")
 
+
+
+# --------------------------------------------------------------------------- attach
+
+
+def _lines_cmd(n: int) -> tuple[list[str], bytes]:
+    """A command printing ``n`` numbered 1000-byte lines, and what it prints."""
+    script = 'BEGIN{s=sprintf("%990s",""); gsub(/ /,"x",s); for(i=0;i<N;i++) printf "%09d%s\\n", i, s}'
+    return ["awk", "-v", f"N={n}", script], b"".join(b"%09d%s\n" % (i, b"x" * 990) for i in range(n))
+
+
+def _attach(sup: Sup, cid: str) -> socket.socket:
+    """An ``attach`` connection, past its ``{"ok": true}`` line."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(60)
+    s.connect(str(sup.root / "supervisor.sock"))
+    s.sendall(json.dumps({"op": "attach", "id": cid}).encode() + b"\n")
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = s.recv(1)
+        assert byte, f"closed before the answer: {line!r}"
+        line += byte
+    assert json.loads(line) == {"ok": True}
+    return s
+
+
+def _read_frames(s: socket.socket) -> list[tuple[int, bytes]]:
+    """Every stdcopy frame until the supervisor closes the connection."""
+    data = bytearray()
+    while chunk := s.recv(1 << 20):
+        data += chunk
+    frames = []
+    while data:
+        kind, size = data[0], int.from_bytes(data[4:8], "big")
+        assert data[1:4] == b"\0\0\0" and len(data) >= 8 + size
+        frames.append((kind, bytes(data[8:8 + size])))
+        del data[:8 + size]
+    return frames
+
+
+def test_attach_streams_raw_output_and_ends_with_the_run(sup: Sup) -> None:
+    # a last line without newline: the attach gets the bytes as written, the log (as
+    # docker's json-file) a terminated line
+    cid, log = sup.run(["sh", "-c", "printf abc; printf err >&2"], start=False)
+    with _attach(sup, cid) as s:
+        sup.call("start", id=cid)
+        frames = _read_frames(s)  # returns once the supervisor closed: exited and drained
+    assert b"".join(d for k, d in frames if k == 1) == b"abc"
+    assert b"".join(d for k, d in frames if k == 2) == b"err"
+    assert sup.call("wait", id=cid)["exit_code"] == 0
+    assert sorted(_records(log)) == [("stderr", "err\n"), ("stdout", "abc\n")]
+    sup.call("delete", id=cid)
+
+
+def test_attach_to_a_finished_run_waits_for_the_next(sup: Sup, tmp_path: Path) -> None:
+    cid, log = sup.run(["sh", "-c", "echo run"])
+    assert sup.call("wait", id=cid)["exit_code"] == 0
+    with _attach(sup, cid) as s:
+        # the daemon's restart of an exited container: delete (keeping attach streams), create
+        sup.call("delete", id=cid, restart=True)
+        sup.call("create", id=cid, bundle=str(make_bundle(tmp_path, ["sh", "-c", "echo second"])),
+                 log_path=str(log), log_opts={})
+        sup.call("start", id=cid)
+        assert _read_frames(s) == [(1, b"second\n")]
+    assert sup.call("wait", id=cid)["exit_code"] == 0
+    # a real delete ends an attach stream that waits for a next run
+    with _attach(sup, cid) as s:
+        sup.call("delete", id=cid)
+        assert _read_frames(s) == []
+    # the supervisor does not hold the container (yet): the stream waits for its create
+    with _attach(sup, cid) as s:
+        sup.call("create", id=cid, bundle=str(make_bundle(tmp_path, ["echo", "third"])), log_path=None)
+        sup.call("start", id=cid)
+        assert _read_frames(s) == [(1, b"third\n")]
+    sup.call("delete", id=cid)
+
+
+def test_attach_backpressure_blocks_the_container_not_the_data(sup: Sup, tmp_path: Path) -> None:
+    """A client that does not read holds the container at a full pipe (the log stops
+    growing short of the output); once it reads, every byte arrives in order."""
+    args, expected = _lines_cmd(10_000)  # 10 MB, far beyond the 1 MiB an attach buffers
+    cid = sup.new_id()
+    log = tmp_path / f"{cid}.log"
+    sup.call("create", id=cid, bundle=str(make_bundle(tmp_path, args)), log_path=str(log),
+             log_opts={"max-size": "-1"})
+    with _attach(sup, cid) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sup.call("start", id=cid)
+        sizes = [-1]
+        deadline = time.monotonic() + 30
+        while True:  # until the log stops growing: the container is blocked
+            time.sleep(0.3)
+            sizes.append(log.stat().st_size if log.exists() else 0)
+            if sizes[-1] == sizes[-2] or time.monotonic() > deadline:
+                break
+        assert sizes[-1] == sizes[-2], f"the container kept writing to an unread attach: {sizes}"
+        logged = sum(len(r.data) for r in read_logs(str(log)))
+        assert 0 < logged < 3 * 1024 * 1024, logged  # ~1 MiB buffered here + the socket's
+        assert sup.call("state", id=cid)["status"] == "running"
+        frames = _read_frames(s)
+    assert {k for k, _ in frames} == {1}
+    assert b"".join(d for _, d in frames) == expected
+    assert sup.call("wait", id=cid)["exit_code"] == 0
+    assert sum(len(r.data) for r in read_logs(str(log))) == len(expected)
+    sup.call("delete", id=cid)
+
+
+def test_a_dropped_attach_resumes_the_container_and_the_log_gets_everything(sup: Sup, tmp_path: Path) -> None:
+    args, expected = _lines_cmd(3000)  # 3 MB: a stalled attach would block it for good
+    cid = sup.new_id()
+    log = tmp_path / f"{cid}.log"
+    sup.call("create", id=cid, bundle=str(make_bundle(tmp_path, args)), log_path=str(log),
+             log_opts={"max-size": "-1"})
+    s = _attach(sup, cid)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sup.call("start", id=cid)
+    assert s.recv(8)[0] == 1  # some output arrived; then the client goes away without reading on
+    time.sleep(0.3)
+    s.close()
+    assert sup.call("wait", id=cid)["exit_code"] == 0
+    assert b"".join(r.data for r in read_logs(str(log))) == expected
+    sup.call("delete", id=cid)
+
+
+def test_attach_errors(sup: Sup) -> None:
+    with pytest.raises(InvalidArgument):
+        sup.call("attach")

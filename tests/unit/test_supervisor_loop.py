@@ -116,3 +116,15 @@ def test_signal_handler_runs_as_callback(loop: Loop) -> None:
         assert loop.run_until_complete(got) == "usr1"
     finally:
         signal.signal(signal.SIGUSR1, old)
+
+
+def test_a_failing_callback_is_reported_and_the_loop_goes_on(loop: Loop, capsys: pytest.CaptureFixture[str]) -> None:
+    def boom() -> None:
+        raise ValueError("boom")
+
+    loop.call_soon(boom)
+    done = loop.create_future()
+    loop.call_later(0.01, done.set_result, "still running")
+    assert loop.run_until_complete(done) == "still running"
+    err = capsys.readouterr().err
+    assert "exception in callback" in err and "ValueError: boom" in err

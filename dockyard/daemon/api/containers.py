@@ -14,7 +14,13 @@ from dockyard.daemon.api.hijack import MULTIPLEXED_STREAM, RAW_STREAM, hijack, s
 from dockyard.daemon.api.server import Router, engine_of, filters, param, qbool, qint, read_json
 from dockyard.daemon.stats import ZERO_TIME
 from dockyard.daemon.stats import chain as stats_chain
-from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound, NotModified
+from dockyard.errors import (
+    DockyardError,
+    InvalidArgument,
+    NotFound,
+    NotModified,
+    Unavailable,
+)
 from dockyard.logs import aread_logs, format_time_fixed, parse_time
 from dockyard.streams.stdcopy import STDERR, STDOUT, frame
 
@@ -225,13 +231,96 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
 
 
 async def attach_container(request: web.Request) -> web.StreamResponse:
-    """Output: the json log followed from now (docker's attach sees what is written after it
-    attaches), until the container has exited and the log is drained. Input: passed to the
-    supervisor's stdin pipe."""
+    """Output, without ``logs``: the supervisor's attach stream — the bytes the container
+    writes from now on, as they are read from its pipes (docker's attach), until it has
+    exited and its output is drained; a container that is not running streams its next
+    run (``docker start -a``). The stream is registered before the hijack, so all that is
+    written after the 101 reaches the client. With ``logs=1``: the json log replayed, then
+    followed. Input: passed to the supervisor's stdin pipe."""
     svc = _svc(request)
     rec = await asyncio.to_thread(svc.lookup, param(request, "id"))
-    if rec.status in ("exited", "dead") and not qbool(request, "logs"):
-        raise Conflict("You cannot attach to a stopped container, start it first")
+    if qbool(request, "logs"):
+        return await _attach_log(request, svc, rec)
+    want = {STDOUT: qbool(request, "stdout"), STDERR: qbool(request, "stderr")}
+    want_in = qbool(request, "stdin") and bool(rec.config.get("OpenStdin"))
+    tty = bool(rec.config.get("Tty"))
+    sup: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    if qbool(request, "stream"):
+        sup = await _open_attach(svc, rec.id)
+    try:
+        stream = await hijack(request, tty=tty)
+    except BaseException:
+        if sup is not None:
+            sup[1].close()
+        raise
+    svc.event(rec, "attach")
+    stdin_task: asyncio.Task[Any] | None = None
+    watcher: asyncio.Task[Any] | None = None
+    async with stream:
+        if want_in:
+            stdin_task = asyncio.ensure_future(_pump_stdin(svc, rec, stream))
+        try:
+            if sup is not None:
+                reader, writer = sup
+                # the client going away ends the supervisor's stream too (it sees our EOF)
+                watcher = asyncio.ensure_future(_close_when_gone(stream, writer))
+                await _forward_frames(reader, stream, want, tty)
+        finally:
+            if sup is not None:
+                sup[1].close()
+            for task in (watcher, stdin_task):
+                if task is not None:
+                    task.cancel()
+    return stream.response
+
+
+_ATTACH_BUFFER = 1024 * 1024  # what the daemon reads ahead of a slow client from the supervisor
+
+
+async def _open_attach(svc: Any, cid: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the supervisor, turned into container ``cid``'s attach stream."""
+    from dockyard.supervisor.client import error_from
+
+    path = await asyncio.to_thread(svc.supervisor_socket)
+    try:
+        reader, writer = await asyncio.open_unix_connection(path, limit=_ATTACH_BUFFER)
+    except OSError as e:
+        raise Unavailable(f"supervisor not running at {path}: {e.strerror or e}") from None
+    try:
+        writer.write(json.dumps({"op": "attach", "id": cid}).encode() + b"\n")
+        line = await reader.readline()
+        if not line:
+            raise Unavailable("supervisor closed the connection without an answer")
+        resp = json.loads(line)
+        if not resp.get("ok"):
+            raise error_from(resp.get("kind"), resp.get("error", "supervisor error"))
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
+
+
+async def _forward_frames(reader: asyncio.StreamReader, stream: Any, want: dict[int, bool], tty: bool) -> None:
+    """The supervisor's stdcopy frames to the client: as they are without a TTY (only the
+    streams asked for), their payload with one. Ends when the supervisor closes."""
+    while True:
+        try:
+            header = await reader.readexactly(8)
+            payload = await reader.readexactly(int.from_bytes(header[4:8], "big"))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        if want.get(header[0]):
+            await stream.write(payload if tty else header + payload)
+
+
+async def _close_when_gone(stream: Any, writer: asyncio.StreamWriter) -> None:
+    await stream.wait_closed()
+    writer.close()
+
+
+async def _attach_log(request: web.Request, svc: Any, rec: Any) -> web.StreamResponse:
+    """``logs=1``: the json log replayed, then (``stream``) followed until the container is
+    not running."""
     want_out, want_err = qbool(request, "stdout"), qbool(request, "stderr")
     want_in = qbool(request, "stdin") and bool(rec.config.get("OpenStdin"))
     stream_mode = qbool(request, "stream")
@@ -248,7 +337,7 @@ async def attach_container(request: web.Request) -> web.StreamResponse:
         try:
             if want_out or want_err:
                 async for batch in aread_logs(rec.log_path, stdout=want_out, stderr=want_err,
-                                              tail=None if qbool(request, "logs") else 0,
+                                              tail=None,
                                               follow=stream_mode, stop=stop):
                     for r in batch:
                         await stream.send(STDERR if r.stream == "stderr" else STDOUT, r.data)

@@ -11,7 +11,6 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal, TypedDict
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 
@@ -23,41 +22,45 @@ DESTROY_TIMEOUT = 10.0
 # cgroup v1 reports "no limit" as the largest page-aligned signed 64-bit value
 V1_UNLIMITED = 0x7FFFFFFFFFFFF000
 
-FreezerState = Literal["frozen", "thawed"]
-
-
 # --------------------------------------------------------------------------- stats
 
+# The value types are for the type checker only: at run time they are plain dicts and
+# str, so typing is never imported (the supervisor keeps every module it imports for life).
+TYPE_CHECKING = False
+if not TYPE_CHECKING:
+    FreezerState = str
+    MemoryStats = CpuStats = PidsStats = Stats = dict
+else:
+    from typing import Any, Literal, TypedDict
 
-class MemoryStats(TypedDict):
-    usage: int | None
-    limit: int | None  # None: unlimited
-    max_usage: int | None  # v1 max_usage_in_bytes, v2 memory.peak (5.19+)
-    cache: int | None  # page cache: v1 total_cache, v2 file
-    rss: int | None  # anonymous memory: v1 total_rss, v2 anon
-    swap: int | None
-    stat: dict[str, int]  # memory.stat as the kernel reports it
+    FreezerState = Literal["frozen", "thawed"]
 
+    class MemoryStats(TypedDict):
+        usage: int | None
+        limit: int | None  # None: unlimited
+        max_usage: int | None  # v1 max_usage_in_bytes, v2 memory.peak (5.19+)
+        cache: int | None  # page cache: v1 total_cache, v2 file
+        rss: int | None  # anonymous memory: v1 total_rss, v2 anon
+        swap: int | None
+        stat: dict[str, int]  # memory.stat as the kernel reports it
 
-class CpuStats(TypedDict):
-    usage: int | None  # total CPU time in ns
-    per_cpu: list[int]  # ns per CPU (v1 cpuacct only; [] on v2)
-    user: int | None  # ns
-    system: int | None  # ns
-    nr_periods: int | None
-    nr_throttled: int | None
-    throttled_time: int | None  # ns
+    class CpuStats(TypedDict):
+        usage: int | None  # total CPU time in ns
+        per_cpu: list[int]  # ns per CPU (v1 cpuacct only; [] on v2)
+        user: int | None  # ns
+        system: int | None  # ns
+        nr_periods: int | None
+        nr_throttled: int | None
+        throttled_time: int | None  # ns
 
+    class PidsStats(TypedDict):
+        current: int | None
+        limit: int | None  # None: unlimited
 
-class PidsStats(TypedDict):
-    current: int | None
-    limit: int | None  # None: unlimited
-
-
-class Stats(TypedDict):
-    memory: MemoryStats
-    cpu: CpuStats
-    pids: PidsStats
+    class Stats(TypedDict):
+        memory: MemoryStats
+        cpu: CpuStats
+        pids: PidsStats
 
 
 # --------------------------------------------------------------------------- paths

@@ -16,9 +16,14 @@ import select
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Protocol
 
 from dockyard.errors import Unavailable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # a Protocol for the type checker, a plain class at run time (no typing import)
+    from typing import Protocol
+else:
+    Protocol = object
 
 
 class FileWatch(Protocol):

@@ -7,13 +7,16 @@ import contextlib
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from dockyard.errors import DockyardError, InvalidArgument, Unavailable
 
 from . import resources as R
 from .base import FREEZE_TIMEOUT, V1_UNLIMITED, Cgroup, CgroupFs, FreezerState, Stats
 from .notify import EventfdOomWatcher, OomWatcher
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from typing import Any
 
 # where to read a v1 cgroup's task list: hierarchies every process is placed in alike
 _PROCS_PREFERENCE = ("freezer", "pids", "memory", "cpu", "devices", "name=systemd")

@@ -8,13 +8,16 @@ import os
 import signal
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from dockyard.errors import DockyardError, InvalidArgument, Unavailable
 
 from . import resources as R
 from .base import FREEZE_TIMEOUT, Cgroup, CgroupFs, FreezerState, Stats, parse_flat_keyed
 from .notify import EventsOomWatcher, FileWatch, OomWatcher
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from typing import Any
 
 # the controllers dockyard limits or accounts with; enabled down to every container so that
 # stats work even without a limit (memory accounting needs the memory controller on)
