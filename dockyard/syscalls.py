@@ -7,7 +7,6 @@ message says what was being done. Nothing else in dockyard calls ``ctypes`` dire
 from __future__ import annotations
 
 import ctypes
-import enum
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -22,6 +21,14 @@ _NR = {
     "move_mount": 429,
     "pivot_root": 155 if os.uname().machine == "x86_64" else 41,
 }
+
+
+def flag_names(cls: type, value: int) -> str:
+    """``A|B`` for the members of a flags class (as ``enum.IntFlag(value).name`` gave), or
+    the number when none matches."""
+    names = [name for name, bit in vars(cls).items()
+             if not name.startswith("_") and isinstance(bit, int) and bit and value & bit == bit]
+    return "|".join(names) or str(value)
 
 
 def _check(ret: int, context: str) -> int:
@@ -39,7 +46,7 @@ def _syscall(name: str, *args, context: str) -> int:
 # --------------------------------------------------------------------------- mounts
 
 
-class MountFlag(enum.IntFlag):
+class MountFlag:  # these flag classes hold plain ints: enum would cost the supervisor ~0.8 MB
     RDONLY = 0x1
     NOSUID = 0x2
     NODEV = 0x4
@@ -55,7 +62,7 @@ class MountFlag(enum.IntFlag):
     STRICTATIME = 1 << 24
 
 
-class UmountFlag(enum.IntFlag):
+class UmountFlag:
     FORCE = 1
     DETACH = 2
 
@@ -131,7 +138,7 @@ def pivot_root(new_root: str, put_old: str) -> None:
 # --------------------------------------------------------------------------- openat2
 
 
-class Resolve(enum.IntFlag):
+class Resolve:
     NO_XDEV = 0x01
     NO_MAGICLINKS = 0x02
     NO_SYMLINKS = 0x04
@@ -195,7 +202,7 @@ def fsconfig_fd(fd: int, key: str, value_fd: int) -> None:
 # --------------------------------------------------------------------------- namespaces, process
 
 
-class CloneFlag(enum.IntFlag):
+class CloneFlag:
     NEWNS = 0x00020000
     NEWCGROUP = 0x02000000
     NEWUTS = 0x04000000
@@ -231,7 +238,7 @@ _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_u
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(int(flags)), f"unshare {CloneFlag(flags)!r}")
+    _check(_libc.unshare(int(flags)), f"unshare {flag_names(CloneFlag, flags)}")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
@@ -248,7 +255,7 @@ def setdomainname(name: str) -> None:
     _check(_libc.setdomainname(raw, len(raw)), f"setdomainname {name!r}")
 
 
-class Prctl(enum.IntEnum):
+class Prctl:
     SET_PDEATHSIG = 1
     SET_DUMPABLE = 4
     SET_KEEPCAPS = 8
@@ -325,7 +332,7 @@ AT_EMPTY_PATH = 0x1000
 AT_RECURSIVE = 0x8000
 
 
-class MountAttr(enum.IntFlag):
+class MountAttr:
     RDONLY = 0x1
     NOSUID = 0x2
     NODEV = 0x4
@@ -366,7 +373,7 @@ def mount_setattr(fd: int, attr_set: int, attr_clr: int = 0, *, recursive: bool 
 # of polling. The stdlib has no wrapper; events are parsed from os.read() on the fd.
 
 
-class InotifyMask(enum.IntFlag):
+class InotifyMask:
     MODIFY = 0x00000002
     ATTRIB = 0x00000004
     CLOSE_WRITE = 0x00000008

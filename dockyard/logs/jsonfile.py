@@ -49,15 +49,15 @@ import _thread
 import contextlib
 import fcntl
 import functools
-import json
 import os
-import re
 import time
 
+from dockyard import jsonc
 from dockyard.errors import InvalidArgument
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
+    import re
     import threading
     from collections.abc import Iterator, Mapping
 
@@ -88,9 +88,16 @@ def format_time_fixed(ns: int) -> str:
     return f"{_format_seconds(sec)}.{frac:09d}Z"
 
 
-_TIME_RE = re.compile(
+_TIME_PATTERN = (
     r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(?:([Zz])|([+-])(\d\d):(\d\d))\Z"
 )
+
+
+@functools.cache
+def _time_re() -> re.Pattern[str]:
+    import re  # the daemon's reader parses times; the supervisor's writer never does
+
+    return re.compile(_TIME_PATTERN)
 
 
 @functools.lru_cache(maxsize=256)
@@ -102,7 +109,7 @@ def _epoch_seconds(y: str, mo: str, d: str, h: str, mi: str, s: str) -> int:
 
 def parse_time(text: str) -> int:
     """An RFC3339 timestamp (any number of fractional digits, any offset) -> ns since epoch."""
-    m = _TIME_RE.match(text)
+    m = _time_re().match(text)
     if m is None:
         raise ValueError(f"invalid RFC3339 timestamp {text!r}")
     y, mo, d, h, mi, s, frac, _z, sign, oh, om = m.groups()
@@ -127,15 +134,16 @@ def to_ns(ts: float | int | None) -> int:
 # --------------------------------------------------------------------------- JSON text
 
 _SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-# what docker's encoder escapes, plus lone surrogates (our invalid-UTF-8 bytes, see above)
-_NEEDS_ESCAPE = re.compile('["\\\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]')
+# what docker's encoder escapes: control characters, '"\\<>&', U+2028/U+2029, and lone
+# surrogates (our invalid-UTF-8 bytes, see above)
+_ASCII_ESCAPED = '"\\<>&'
 
 
 _escapes: dict[int, str] | None = None
 
 
 def _escape_table() -> dict[int, str]:
-    """``str.translate``'s table for what ``_NEEDS_ESCAPE`` matches in decoded bytes: a
+    """``str.translate``'s table for what docker escapes, for decoded bytes: a
     surrogateescape decode yields lone surrogates U+DC80-U+DCFF only. One C-level pass,
     several times faster than a Python callback per escaped character (a stream of NULs
     or binary output is mostly escapes)."""
@@ -150,12 +158,11 @@ def _escape_table() -> dict[int, str]:
 def encode_log_text(data: bytes) -> bytes:
     """``data`` as a JSON string literal (with quotes), escaped as docker does."""
     text = data.decode("utf-8", "surrogateescape")
-    if _NEEDS_ESCAPE.search(text) is not None:
+    # printable ASCII without '"\\<>&' needs nothing; checked without ``re`` (the supervisor
+    # keeps what it imports for life), each test one C-level pass
+    if not (text.isascii() and text.isprintable()) or any(c in text for c in _ASCII_ESCAPED):
         text = text.translate(_escape_table())
     return b'"' + text.encode("utf-8") + b'"'
-
-
-_STRAY_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 
 
 def decode_log_text(text: str) -> bytes:
@@ -164,7 +171,9 @@ def decode_log_text(text: str) -> bytes:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         # a surrogate escape we did not write (another tool's file): Go would read U+FFFD
-        return _STRAY_SURROGATE.sub("\ufffd", text).encode("utf-8", "surrogateescape")
+        import re  # only for another tool's file
+
+        return re.sub("[\ud800-\udc7f\udd00-\udfff]", "\ufffd", text).encode("utf-8", "surrogateescape")
 
 
 def encode_record(stream: str, data: bytes, ns: int, attrs_json: bytes = b"") -> bytes:
@@ -222,7 +231,6 @@ class JSONFileOptions:
 # generic options the daemon strips before asking the driver
 _KNOWN_OPTS = {"max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex",
                "tag", "mode", "max-buffer-size"}
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?\Z")
 _DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 _TRUE = {"1", "t", "T", "TRUE", "true", "True"}
 _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
@@ -230,14 +238,43 @@ _FALSE = {"0", "f", "F", "FALSE", "false", "False"}
 
 def _parse_human_size(value: str) -> int:
     # docker uses go-units FromHumanSize: decimal multiples, so "10m" is 10,000,000 bytes
-    m = _SIZE_RE.match(value)
-    if m is None:
+    split = _split_size(value)
+    if split is None:
         raise InvalidArgument(f"invalid size: '{value}'")
     try:
-        number = float(m.group(1))
-    except ValueError:  # "1.2.3" passes the regex, as it does in go-units, but is no number
+        number = float(split[0])
+    except ValueError:  # "1.2.3" has go-units' form, but is no number
         raise InvalidArgument(f"invalid size: '{value}'") from None
-    return int(number * _DECIMAL[(m.group(2) or "").lower()])
+    return int(number * _DECIMAL[split[1].lower()])
+
+
+def _split_size(value: str) -> tuple[str, str] | None:
+    """(number, unit letter or "") if ``value`` matches ``(\\d+(?:\\.\\d+)*) ?([kmgtp])?i?b?\\Z``
+    (any case), else None; without ``re``, the supervisor keeps what it imports for life."""
+    end = len(value)
+    i = _skip_digits(value, 0)
+    if i == 0:
+        return None
+    while i < end and value[i] == "." and (j := _skip_digits(value, i + 1)) > i + 1:
+        i = j
+    number, rest = value[:i], value[i:].removeprefix(" ")
+    unit = rest[:1] if rest[:1] in ("k", "K", "m", "M", "g", "G", "t", "T", "p", "P") else ""
+    rest = rest[len(unit):]
+    rest = rest[1:] if rest[:1] in ("i", "I") else rest
+    rest = rest[1:] if rest[:1] in ("b", "B") else rest
+    return (number, unit) if rest == "" else None
+
+
+def _is_int(s: str) -> bool:
+    """``[+-]?\\d+``, as Go's strconv.Atoi takes it."""
+    digits = s[1:] if s[:1] in ("+", "-") else s
+    return digits.isdecimal()
+
+
+def _skip_digits(s: str, i: int) -> int:
+    while i < len(s) and s[i].isdecimal():
+        i += 1
+    return i
 
 
 def parse_log_opts(opts: Mapping[str, str] | None) -> JSONFileOptions:
@@ -263,7 +300,7 @@ def parse_log_opts(opts: Mapping[str, str] | None) -> JSONFileOptions:
     if "max-file" in opts:
         raw = opts["max-file"]
         try:
-            max_file = int(raw.strip()) if re.fullmatch(r"\s*[+-]?\d+\s*", raw) else int("x")
+            max_file = int(raw.strip()) if _is_int(raw.strip()) else int("x")
         except ValueError:
             raise InvalidArgument(f'strconv.Atoi: parsing "{raw}": invalid syntax') from None
         if max_file < 1:
@@ -375,7 +412,7 @@ class JSONFileWriter:
         self.max_file = max_file
         self.compress = compress
         self._mode = mode
-        self._attrs_json = (b',"attrs":' + json.dumps(dict(attrs), separators=(",", ":")).encode()
+        self._attrs_json = (b',"attrs":' + jsonc.dumps(dict(attrs), separators=(",", ":")).encode()
                             if attrs else b"")
         self._lock = _thread.allocate_lock()  # threading.Lock without importing threading
         # O_RDWR, not O_WRONLY: after a rotation the compressor reads the old file through
@@ -527,7 +564,7 @@ class JSONFileWriter:
         src = rotated_name(self.path, 1)
         tmp = src + ".gz.tmp"
         try:
-            extra = json.dumps({"lastTime": format_time(last_ns), "dockyardIno": ino},
+            extra = jsonc.dumps({"lastTime": format_time(last_ns), "dockyardIno": ino},
                                separators=(",", ":")).encode()
             write_gzip(fd, tmp, extra, last_ns // 1_000_000_000)
             with rotation_lock(self.path, exclusive=True):

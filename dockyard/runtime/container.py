@@ -340,7 +340,7 @@ class Runtime:
 
     def kill(self, container_id: str, sig: int = 15, all_processes: bool = False) -> None:
         """Signal the init (default SIGTERM), or with ``all_processes`` every process."""
-        import signal
+        import _signal
 
         with self.store.locked(container_id) as state:
             if state.status == STOPPED and not all_processes:
@@ -354,7 +354,7 @@ class Runtime:
             if pidfd is None:
                 raise Conflict(f'container "{container_id}" is not running')
             try:
-                signal.pidfd_send_signal(pidfd, sig)
+                _signal.pidfd_send_signal(pidfd, sig)
             finally:
                 os.close(pidfd)
 
@@ -385,13 +385,13 @@ class Runtime:
             self.store.remove(container_id)
 
     def _destroy(self, state: ContainerState) -> None:
-        import signal
+        import _signal
 
         cg = _cgroup(state)
         pidfd = _pidfd(state)
         if pidfd is not None:
             try:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
                 if state.status == PAUSED:
                     cg.thaw()  # a frozen task only acts on SIGKILL once thawed (cgroup v1)
                 _wait_pidfds([pidfd])
@@ -500,11 +500,12 @@ class Runtime:
         return self.state(argv[-1])
 
     def _exec_via_cli(self, cid: str, process: dict[str, Any], opts: ExecOptions) -> int:
-        import json
         import tempfile
 
+        from dockyard import jsonc
+
         with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
-            json.dump(process, f)
+            f.write(jsonc.dumps(process))
             f.flush()
             flags = ["--process", f.name, *(["-d"] if opts.detach else [])]
             if opts.console_socket:
@@ -613,7 +614,7 @@ def _cgroup(state: ContainerState) -> Any:
 
 def _destroy_cgroup(cg: Any) -> None:
     """Kill whatever is still in the cgroup, wait for it to go, remove the cgroup."""
-    import signal
+    import _signal
 
     if not cg.exists():
         return
@@ -621,7 +622,7 @@ def _destroy_cgroup(cg: Any) -> None:
         pids = list(cg.pids())
         if not pids:
             break
-        cg.kill_all(signal.SIGKILL)  # freezes first (no fork escapes it), thaws after
+        cg.kill_all(_signal.SIGKILL)  # freezes first (no fork escapes it), thaws after
         fds = []
         for pid in pids:
             with contextlib.suppress(OSError):
@@ -683,11 +684,11 @@ class _Children:
 
     def kill_and_reap(self) -> None:
         """SIGKILL, wait for the exit, reap those that are our children."""
-        import signal
+        import _signal
 
         for fd in self.fds.values():
             with contextlib.suppress(OSError):
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
+                _signal.pidfd_send_signal(fd, _signal.SIGKILL)
         _wait_pidfds(list(self.fds.values()))
         for pid in self.fds:
             with contextlib.suppress(ChildProcessError):
@@ -742,21 +743,21 @@ def _report_exec_error(sock: Socket, raise_it: bool = True) -> None:
 @contextlib.contextmanager
 def _forward_signals(pid: int) -> Iterator[None]:
     """While we wait in the foreground, signals meant for the container go to it."""
-    import signal
+    import _signal
 
-    sigs = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-            signal.SIGUSR2, signal.SIGWINCH]
+    sigs = [_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
+            _signal.SIGUSR2, _signal.SIGWINCH]
 
     def forward(signum: int, _frame: Any) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)  # our (adopted) child until we reap it: no pid reuse
 
-    old = {s: signal.signal(s, forward) for s in sigs}
+    old = {s: _signal.signal(s, forward) for s in sigs}
     try:
         yield
     finally:
         for s, h in old.items():
-            signal.signal(s, h)
+            _signal.signal(s, h)
 
 
 def _become_subreaper() -> None:
@@ -829,9 +830,10 @@ def _run_cli(root: str, argv: list[str], preserve_fds: int,
     """Run the CLI with the caller's stdio; (exit status, its last error). The error is
     read from a JSON ``--log`` file, as containerd reads runc's: capturing stderr in a
     pipe would hang, since a created container inherits the pipe and holds it open."""
-    import json
     import subprocess
     import tempfile
+
+    from dockyard import jsonc
 
     with tempfile.NamedTemporaryFile(suffix=".log") as log:
         cmd = _cli_argv(root) + ["--log", log.name, "--log-format", "json"] + argv
@@ -841,7 +843,7 @@ def _run_cli(root: str, argv: list[str], preserve_fds: int,
         error: DockyardError | None = None
         for line in log.read().decode(errors="replace").splitlines():
             try:
-                entry = json.loads(line)
+                entry = jsonc.loads(line)
             except ValueError:
                 continue
             if entry.get("level") == "error":

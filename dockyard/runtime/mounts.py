@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import stat
 from collections.abc import Iterable
 
@@ -215,9 +214,24 @@ class MountInfo(Value):
         return any(o.startswith("shared:") for o in self.optional)
 
 
-def _unescape(field_: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field_)
+def unescape_octal(field_: str) -> str:
+    """A mountinfo field with its ``\\ooo`` escapes (space, tab, newline, backslash) decoded;
+    a backslash not followed by three octal digits stays. Without ``re``: the supervisor keeps
+    what it imports for life."""
+    if "\\" not in field_:
+        return field_
+    out, i = [], 0
+    while (j := field_.find("\\", i)) != -1:
+        digits = field_[j + 1:j + 4]
+        if len(digits) == 3 and all(c in "01234567" for c in digits):
+            out += (field_[i:j], chr(int(digits, 8)))
+            i = j + 4
+        else:
+            out.append(field_[i:j + 1])
+            i = j + 1
+    out.append(field_[i:])
+    return "".join(out)
+
 
 
 def mountinfo() -> list[MountInfo]:
@@ -230,9 +244,9 @@ def mountinfo() -> list[MountInfo]:
                 continue
             sep = fields.index("-", 6)
             out.append(MountInfo(
-                mount_id=int(fields[0]), parent_id=int(fields[1]), root=_unescape(fields[3]),
-                mount_point=_unescape(fields[4]), options=fields[5], optional=tuple(fields[6:sep]),
-                fstype=fields[sep + 1], source=_unescape(fields[sep + 2]),
+                mount_id=int(fields[0]), parent_id=int(fields[1]), root=unescape_octal(fields[3]),
+                mount_point=unescape_octal(fields[4]), options=fields[5], optional=tuple(fields[6:sep]),
+                fstype=fields[sep + 1], source=unescape_octal(fields[sep + 2]),
                 super_options=fields[sep + 3] if len(fields) > sep + 3 else "",
             ))
     return out

@@ -56,7 +56,7 @@ def open_paths(namespaces: dict[str, str | None]) -> dict[str, int]:
             except OSError:
                 raise InvalidArgument(f"namespace {kind}: {path} is not a namespace file") from None
             if nstype != NAMESPACE_FLAGS[kind]:
-                raise InvalidArgument(f"namespace {kind}: {path} is a {CloneFlag(nstype).name} namespace, not {kind}")
+                raise InvalidArgument(f"namespace {kind}: {path} is a {syscalls.flag_names(CloneFlag, nstype)} namespace, not {kind}")
     except BaseException:
         close_all(fds)
         raise

@@ -41,11 +41,11 @@ imported lazily (``container._import_container_side`` imports this module first)
 
 from __future__ import annotations
 
+import _signal
 import errno
 import fcntl
 import gc
 import os
-import signal
 import struct
 
 TYPE_CHECKING = False
@@ -55,9 +55,9 @@ if TYPE_CHECKING:
 ANNOTATION = "org.dockyard.init"
 TITLE = "/sbin/docker-init"  # what ps shows for PID 1, as under docker
 
-_SYNCHRONOUS = {signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP,
-                signal.SIGSYS, signal.SIGABRT}
-_IGNORED = {signal.SIGTTIN, signal.SIGTTOU}
+_SYNCHRONOUS = {_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGILL, _signal.SIGFPE, _signal.SIGTRAP,
+                _signal.SIGSYS, _signal.SIGABRT}
+_IGNORED = {_signal.SIGTTIN, _signal.SIGTTOU}
 
 # pid1_x86_64.s, assembled (as --64; objcopy -O binary -j .text). It ends with two slots,
 # patched before use: the 8-byte mask of signals to wait for, then the 4-byte command pid.
@@ -80,7 +80,7 @@ def wanted(spec: dict[str, Any]) -> bool:
 def forwarded() -> set[int]:
     """The signals the init waits for: everything catchable but the fault signals and the
     terminal stop signals it ignores."""
-    return {int(s) for s in signal.valid_signals()} - {int(signal.SIGKILL), int(signal.SIGSTOP)} \
+    return {int(s) for s in _signal.valid_signals()} - {int(_signal.SIGKILL), int(_signal.SIGSTOP)} \
         - {int(s) for s in _SYNCHRONOUS | _IGNORED}
 
 
@@ -88,7 +88,7 @@ def hold_signals() -> None:
     """Block every signal: one sent to the container while its init still sets up (after
     ``start`` released it) stays pending, and the init forwards it once the command runs
     (as PID 1 of a pid namespace with default dispositions, it would be dropped)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
 
 
 def fork_command(args: list[str], sync: Any = None) -> None:
@@ -106,7 +106,7 @@ def fork_command(args: list[str], sync: Any = None) -> None:
     except OSError as e:
         from dockyard.runtime import process
 
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
         process.report_error(sync, f"init: fork: {e.strerror or e}", 1)
         os._exit(1)
     if child == 0:
@@ -114,7 +114,7 @@ def fork_command(args: list[str], sync: Any = None) -> None:
         os.read(ready_r, 1)  # EOF once the init is ready
         os.close(ready_r)
         _isolate()
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
         return
     os.close(ready_r)
     try:
@@ -153,8 +153,8 @@ def _become_init() -> None:
     if os.getpid() != 1:
         syscalls.prctl(syscalls.Prctl.SET_CHILD_SUBREAPER, 1)  # kept across execve
     for sig in _IGNORED:
-        signal.signal(sig, signal.SIG_IGN)  # kept across execve
-    signal.pthread_sigmask(signal.SIG_SETMASK, forwarded())  # kept across execve, pending ones too
+        _signal.signal(sig, _signal.SIG_IGN)  # kept across execve
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, forwarded())  # kept across execve, pending ones too
 
 
 def _close_all(*keep: int) -> None:
@@ -260,8 +260,8 @@ def _loop(child: int) -> int:
     waited = forwarded()
     status: int | None = None
     while True:
-        info = signal.sigwaitinfo(waited)
-        if info.si_signo != signal.SIGCHLD:
+        info = _signal.sigwaitinfo(waited)
+        if info.si_signo != _signal.SIGCHLD:
             try:
                 os.kill(child, info.si_signo)  # still our unreaped child: no pid reuse
             except OSError:

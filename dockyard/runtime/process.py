@@ -14,10 +14,10 @@ Two halves, because of user namespaces:
 
 from __future__ import annotations
 
+import _signal
 import errno
 import os
 import resource
-import signal
 
 from dockyard import syscalls
 from dockyard.errors import InvalidArgument
@@ -109,15 +109,15 @@ def reset_signals(unblock: bool = True) -> None:
     """Python ignores SIGPIPE and SIGXFSZ and may have handlers installed; ignored
     dispositions survive execve, so give the container the defaults and an empty mask
     (``unblock=False``: keep the mask, for the --init path that holds signals pending)."""
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+    for sig in _signal.valid_signals():
+        if sig in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)
         except (OSError, ValueError):
             pass  # the C library's internal real-time signals
     if unblock:
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
 
 def build_env(process: dict[str, Any], home: str | None) -> dict[str, str]:

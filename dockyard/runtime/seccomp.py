@@ -387,9 +387,9 @@ def prepare_shared(spec: Mapping[str, Any]) -> Filter:
     """``prepare`` memoised by profile content, for a long-lived process that forks many
     containers with the same profile (compiling docker's default takes ~3 ms). The Filter
     returned is shared: only forked children may ``load`` it (which releases their copy)."""
-    import json
+    from dockyard import jsonc
 
-    key = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    key = jsonc.dumps(spec, sort_keys=True, separators=(",", ":"))
     flt = _compiled.get(key)
     if flt is None:
         flt = prepare(spec)

@@ -14,9 +14,9 @@ and the default seccomp profile).
 
 from __future__ import annotations
 
-import json
 import os
 
+from dockyard import jsonc
 from dockyard.errors import InvalidArgument
 
 TYPE_CHECKING = False
@@ -66,7 +66,7 @@ def load_spec(bundle: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise InvalidArgument(f"bundle {bundle} has no config.json") from None
     try:
-        spec = json.loads(raw)
+        spec = jsonc.loads(raw)
     except ValueError as e:
         raise _bad(f"invalid JSON: {e}") from None
     validate_spec(spec, bundle)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from dockyard import jsonc
 from dockyard.errors import Conflict, InvalidArgument, NotFound
 
 TYPE_CHECKING = False
@@ -207,7 +207,7 @@ class StateStore:
     def _load(self, container_id: str) -> ContainerState:
         try:
             with open(os.path.join(self.dir(container_id), STATE_FILE), "rb") as f:
-                raw = json.load(f)
+                raw = jsonc.loads(f.read())
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f'container "{container_id}" does not exist') from None
         except ValueError as e:
@@ -220,7 +220,7 @@ class StateStore:
         path = os.path.join(self.dir(state.id), STATE_FILE)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(json.dumps(state.to_dict()))  # dumps: the C encoder; dump() is pure Python
+            f.write(jsonc.dumps(state.to_dict()))
         os.rename(tmp, path)
 
     def remove(self, container_id: str) -> None:

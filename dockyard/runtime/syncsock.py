@@ -8,8 +8,7 @@ how the runtime learns "exec happened" or "every child died" without polling or 
 
 from __future__ import annotations
 
-import json
-
+from dockyard import jsonc
 from dockyard.runtime import usock
 
 TYPE_CHECKING = False
@@ -29,7 +28,7 @@ def send(sock: Socket, msg: dict[str, Any]) -> bool:
     """False if nobody listens any more (the runtime that created us has exited)."""
     try:
         # MSG_NOSIGNAL: the sender may already have SIGPIPE back at its default action
-        sock.send(json.dumps(msg).encode(), usock.MSG_NOSIGNAL)
+        sock.send(jsonc.dumps(msg).encode(), usock.MSG_NOSIGNAL)
         return True
     except OSError:
         return False
@@ -40,4 +39,4 @@ def recv(sock: Socket) -> dict[str, Any] | None:
     data = sock.recv(_MAX)
     if not data:
         return None
-    return json.loads(data)
+    return jsonc.loads(data)

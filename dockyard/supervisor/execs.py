@@ -24,11 +24,11 @@ always recorded before its container's.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import errno
 import fcntl
 import os
-import signal
 import struct
 import termios
 from collections import OrderedDict
@@ -186,7 +186,7 @@ class ExecOps:
                     conn.close()
             except BaseException:
                 with contextlib.suppress(Exception):
-                    os.kill(_read_pid(pid_file), signal.SIGKILL)  # our child: no pid reuse yet
+                    os.kill(_read_pid(pid_file), _signal.SIGKILL)  # our child: no pid reuse yet
                 raise
         finally:
             listener.close()

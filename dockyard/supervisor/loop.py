@@ -16,12 +16,12 @@ Sockets on the loop: ``connection.py``.
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import heapq
 import itertools
 import os
 import select
-import signal
 import sys
 import time
 from collections import deque
@@ -212,13 +212,13 @@ class Loop:
     def add_signal_handler(self, sig: int, fn: Callable[..., Any], *args: Any) -> None:
         if self._sig_r < 0:
             self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-            signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
+            _signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
             self.add_reader(self._sig_r, self._read_signals)
         self._signals[sig] = Handle(fn, args)
         # a Python-level handler that does nothing: the C handler writes the number to the
         # wakeup fd, and the loop runs the real handler as a callback
-        signal.signal(sig, _noop_handler)
-        signal.siginterrupt(sig, False)
+        _signal.signal(sig, _noop_handler)
+        _signal.siginterrupt(sig, False)
 
     def _read_signals(self) -> None:
         try:
@@ -273,7 +273,7 @@ class Loop:
     def close(self) -> None:
         if self._sig_w >= 0:
             with contextlib.suppress(ValueError):
-                signal.set_wakeup_fd(-1)
+                _signal.set_wakeup_fd(-1)
             for fd in (self._sig_r, self._sig_w):
                 os.close(fd)
             self._sig_r = self._sig_w = -1

@@ -35,21 +35,20 @@ lets our reaper record its exit first, which leaves only the no-pid-namespace ca
 
 from __future__ import annotations
 
+import _signal
 import binascii
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import select
-import signal
 import struct
 import sys
 import termios
 import time
 from types import CoroutineType
 
-from dockyard import errors, syscalls
+from dockyard import errors, jsonc, syscalls
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.logs.jsonfile import JSONFileWriter, format_time, parse_log_opts
 from dockyard.runtime import usock
@@ -75,6 +74,17 @@ _REAP_GRACE = 1.0  # seconds an adopted init's new parent gets to reap it (see _
 
 def _now() -> str:
     return format_time(time.time_ns())
+
+
+def _signal_number(name: str) -> int:
+    """A signal's number from its name, with or without "SIG", in any case ("term", "SIGKILL",
+    "RTMIN"): the names ``signal.Signals`` has, read from ``_signal`` (``signal`` builds enums).
+    KeyError for an unknown name."""
+    full = "SIG" + name.upper().removeprefix("SIG")
+    num = getattr(_signal, full, None)
+    if full.startswith("SIG_") or not isinstance(num, int):  # SIG_DFL, SIG_BLOCK...: no signals
+        raise KeyError(name)
+    return num
 
 
 def _error_kind(err: BaseException) -> str:
@@ -171,7 +181,7 @@ class Supervisor(ExecOps):
         path = self._record_path(c.id)
         tmp = f"{path}.tmp"
         with open(tmp, "w") as f:
-            f.write(json.dumps(c.record()))
+            f.write(jsonc.dumps(c.record()))
         os.replace(tmp, path)
 
     def restore(self) -> None:
@@ -181,7 +191,7 @@ class Supervisor(ExecOps):
                 continue
             try:
                 with open(os.path.join(self.state_dir, name)) as f:
-                    c = Container.from_record(json.load(f))
+                    c = Container.from_record(jsonc.loads(f.read()))
             except (OSError, ValueError, KeyError):
                 continue  # an interrupted write's leftovers (.tmp never matches) or garbage
             self.containers[c.id] = c
@@ -526,7 +536,7 @@ class Supervisor(ExecOps):
                     conn.close()
             except BaseException:
                 with contextlib.suppress(DockyardError, OSError):
-                    self.runtime.kill(c.id, signal.SIGKILL)
+                    self.runtime.kill(c.id, _signal.SIGKILL)
                 with contextlib.suppress(DockyardError, OSError):
                     self.runtime.delete(c.id, force=True)
                 raise
@@ -579,10 +589,10 @@ class Supervisor(ExecOps):
 
     def op_kill(self, req: dict[str, Any]) -> dict[str, Any]:
         c = self._get(req.get("id"))
-        sig = req.get("signal", signal.SIGTERM)
+        sig = req.get("signal", _signal.SIGTERM)
         try:
             signum = int(sig) if not isinstance(sig, str) or sig.isdigit() else int(
-                signal.Signals["SIG" + sig.upper().removeprefix("SIG")])
+                _signal_number(sig))
         except (KeyError, ValueError):
             raise InvalidArgument(f"invalid signal: {sig}") from None
         if c.exit_code is not None:
@@ -607,12 +617,12 @@ class Supervisor(ExecOps):
                 # kill and let the reaper record the exit, then delete a stopped container:
                 # the runtime's delete never gets to wait for (or reap) a live init itself
                 with contextlib.suppress(Conflict):
-                    self.runtime.kill(c.id, signal.SIGKILL)
+                    self.runtime.kill(c.id, _signal.SIGKILL)
                 assert c.exited is not None
                 await c.exited
         self.runtime.delete(c.id, force=True)  # a paused init is thawed and killed here
         if c.exit_code is None:
-            self._set_exit(c, 128 + signal.SIGKILL)
+            self._set_exit(c, 128 + _signal.SIGKILL)
         self._close_io(c)
         self.by_pid.pop(c.pid, None)
         if c.pidfd >= 0:
@@ -719,13 +729,13 @@ class Supervisor(ExecOps):
         connection hands over its next line only after the answer, so in order)."""
         self.trim_soon()
         try:
-            req = json.loads(line)
+            req = jsonc.loads(line)
             if not isinstance(req, dict):
                 raise InvalidArgument("a request is a JSON object")
             op = req.get("op")
             if op == "attach":
                 result = self.op_attach(req, conn)
-                conn.send(json.dumps({"ok": True, **result}).encode() + b"\n")
+                conn.send(jsonc.dumps({"ok": True, **result}).encode() + b"\n")
                 conn.start_streaming()
                 return
             fn = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
@@ -749,7 +759,7 @@ class Supervisor(ExecOps):
 
     def _answer(self, conn: Connection, resp: dict[str, Any]) -> None:
         fds = resp.pop("_fds", None)  # an exec's streams, for the daemon (execs.py)
-        conn.send(json.dumps(resp).encode() + b"\n", fds)
+        conn.send(jsonc.dumps(resp).encode() + b"\n", fds)
         conn.done()
 
     def shutdown(self) -> None:
@@ -807,9 +817,9 @@ def run(root: str, runtime_root: str) -> int:
             if not sup.stopping.done():
                 sup.stopping.set_result(None)
 
-        loop.add_signal_handler(signal.SIGCHLD, sup.on_sigchld)
-        loop.add_signal_handler(signal.SIGTERM, stop)
-        loop.add_signal_handler(signal.SIGINT, stop)
+        loop.add_signal_handler(_signal.SIGCHLD, sup.on_sigchld)
+        loop.add_signal_handler(_signal.SIGTERM, stop)
+        loop.add_signal_handler(_signal.SIGINT, stop)
         sup.restore()
         sup.on_sigchld()  # exits that happened before the handler was installed
         path = os.path.join(sup.root, SOCKET_NAME)

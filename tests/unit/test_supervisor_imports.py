@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 # what the supervisor's modules, and the runtime's create/exec path, must not pull in
 FORBIDDEN = ("asyncio", "ssl", "concurrent", "logging", "dataclasses", "calendar", "typing", "socket",
-             "threading", "tempfile", "argparse", "runpy", "inspect", "copy", "selectors", "datetime")
+             "threading", "tempfile", "argparse", "runpy", "inspect", "copy", "selectors", "datetime",
+             "json", "re", "enum", "signal")
 
 _SCRIPT = """
 import sys

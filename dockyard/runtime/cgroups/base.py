@@ -4,10 +4,10 @@ operation goes (``CgroupFs``), so tests can run the same code against a scratch 
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import errno
 import os
-import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -231,7 +231,7 @@ class Cgroup(ABC):
                 found.update(int(x) for x in self.fs.read(os.path.join(d, "cgroup.procs")).split())
         return sorted(found)
 
-    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+    def kill_all(self, sig: int = _signal.SIGKILL) -> None:
         """Signal every process. Frozen first where a freezer exists, so no task can fork
         a child that escapes the signal; thawed after unless the cgroup was frozen before
         (after SIGKILL it is thawed regardless: a frozen v1 task cannot die)."""
@@ -248,7 +248,7 @@ class Cgroup(ABC):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
         finally:
-            if froze or (was_frozen and sig == signal.SIGKILL):
+            if froze or (was_frozen and sig == _signal.SIGKILL):
                 self.thaw()
 
     def destroy(self, timeout: float = DESTROY_TIMEOUT) -> None:

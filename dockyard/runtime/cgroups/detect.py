@@ -9,8 +9,8 @@ which version owns the controllers.
 from __future__ import annotations
 
 import os
-import re
 
+from dockyard.runtime.mounts import unescape_octal as _unescape
 from dockyard.runtime.values import Value
 
 TYPE_CHECKING = False
@@ -33,11 +33,6 @@ class CgroupMount(Value):
         self.mount_point = mount_point
         self.fstype = fstype  # cgroup or cgroup2
         self.options = options  # super options (v1: controllers, name=..., flags)
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def parse_mountinfo(text: str) -> list[CgroupMount]:

@@ -8,7 +8,6 @@ kernel), cpu.realtime*, cpu.idle/burst, hugepageLimits, network, rdma.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from dockyard.errors import InvalidArgument
@@ -18,7 +17,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
     from typing import Any
 
-_CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+def _is_cpu_list(s: str) -> bool:
+    """``0-3,5``: what the regex ``^\\d+(-\\d+)?(,\\d+(-\\d+)?)*$`` accepts (a final newline
+    too), without ``re`` (the supervisor keeps what it imports for life)."""
+    s = s.removesuffix("\n")
+    for item in s.split(","):
+        low, dash, high = item.partition("-")
+        if not low.isdecimal() or (dash and not high.isdecimal()):
+            return False
+    return True
+
+
 # cgroup core files that manage the hierarchy or its processes: dockyard owns those
 _UNIFIED_FORBIDDEN = {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "cgroup.kill",
                       "cgroup.freeze", "cgroup.type"}
@@ -146,7 +156,7 @@ def _cpu_list(section: Mapping[str, Any], key: str, where: str) -> str | None:
     value = section.get(key)
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not _CPU_LIST.match(value.replace(" ", "")):
+    if not isinstance(value, str) or not _is_cpu_list(value.replace(" ", "")):
         raise InvalidArgument(f"{where}.{key}: invalid list {value!r} (want e.g. 0-3,5)")
     return value.replace(" ", "")
 

@@ -3,9 +3,9 @@ cgroup.subtree_control, and limits use the v2 files and units."""
 
 from __future__ import annotations
 
+import _signal
 import contextlib
 import os
-import signal
 import time
 from collections.abc import Mapping
 
@@ -198,9 +198,9 @@ class V2Cgroup(Cgroup):
     def state(self) -> FreezerState:
         return "frozen" if self._read_keyed(self._f("cgroup.events")).get("frozen") == 1 else "thawed"
 
-    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+    def kill_all(self, sig: int = _signal.SIGKILL) -> None:
         kill = self._f("cgroup.kill")
-        if sig == signal.SIGKILL and self.fs.exists(kill):
+        if sig == _signal.SIGKILL and self.fs.exists(kill):
             # the kernel kills the whole subtree, racing forks included (5.14+)
             self._write(kill, "1", missing_ok=True)
             return
