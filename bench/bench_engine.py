@@ -38,14 +38,14 @@ def mounts_under(path: Path) -> list[str]:
     return out
 
 
-def start_daemon(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def start_daemon(root: Path, env: dict[str, str], python: str) -> tuple[subprocess.Popen, str]:
     exec_root = root / "exec"
     sock = exec_root / "dockyard.sock"
     logf = open(root / "daemon.log", "wb")  # noqa: SIM115 - the drain thread owns it
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dockyard.daemon.main", "--data-root", str(root / "data"),
+        [python, "-m", "dockyard.daemon.main", "--data-root", str(root / "data"),
          "--exec-root", str(exec_root), "-H", f"unix://{sock}"],
-        stdout=logf, stderr=subprocess.PIPE, env=env, cwd=REPO,
+        stdout=logf, stderr=subprocess.PIPE, env=env, cwd=root,
     )
     assert proc.stderr is not None
     lines = []
@@ -80,11 +80,23 @@ def pss_kb(pid: int) -> int:
     return 0
 
 
+def pss_parts(pid: int) -> dict[str, int]:
+    """Pss_Anon (the process's own heap: what it costs) and Pss_File (shared code, split
+    with every process mapping the same files, so it depends on what else runs)."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in ("Pss_Anon", "Pss_File", "Pss_Shmem"):
+                out[key] = int(line.split()[1])
+    return out
+
+
 def install_venv(path: Path) -> str:
     """A venv with this tree installed (not editable), as the README's quick start does."""
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-    subprocess.run([str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "--no-deps",
-                    str(REPO)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", str(REPO)],
+                   check=True, stdout=subprocess.DEVNULL)
     return str(path / "bin" / "dockyard")
 
 
@@ -132,12 +144,15 @@ def main() -> None:
     notes: list[str] = []
     proc = None
     try:
-        proc, host = start_daemon(work, env)
         if args.cli == "venv":
+            # daemon, supervisor and CLI as installed (with bytecode), not from this tree
             dockyard = install_venv(work / "venv")
+            proc, host = start_daemon(work, {k: v for k, v in env.items() if k != "PYTHONPATH"},
+                                      str(work / "venv" / "bin" / "python"))
             cli = [dockyard, "-H", host]
-            notes.append(f"CLI: `{dockyard}` (console script of a venv install of this tree, with bytecode)")
+            notes.append(f"dockyardd, its supervisor and the CLI (`{dockyard}`) from a venv install of this tree")
         else:
+            proc, host = start_daemon(work, env, sys.executable)
             cli = [sys.executable, "-m", "dockyard.cli.main", "-H", host]
             notes.append(f"CLI: `{sys.executable} -m dockyard.cli.main` (site-packages .pth files included)")
         mk = subprocess.Popen([str(REPO / "contrib" / "mkrootfs-busybox"), "-"], stdout=subprocess.PIPE)
@@ -168,6 +183,7 @@ def main() -> None:
 
         # (3) N x run -d busybox sleep 3600, one after another
         sup = int((work / "exec" / "supervisor.pid").read_text())
+        time.sleep(2)  # idle: the supervisor trims its heap 0.5 s after its last request
         pss_empty = sum(pss_kb(p) for p in descendants(sup) if not in_container(p))
         ids = []
         start = time.perf_counter()
@@ -179,7 +195,9 @@ def main() -> None:
         rows.append((f"{args.idle} x run -d busybox sleep 3600 (sequential)",
                      f"{total:.2f} s total, {total / args.idle * 1e3:.0f} ms each"))
 
-        # (4) host-side PSS with N idle containers running
+        # (4) host-side PSS with N idle containers running: idle, i.e. once the supervisor
+        # has trimmed its heap (0.5 s after the last request)
+        time.sleep(2)
         host_side = [p for p in descendants(sup) if not in_container(p)]
         sup_pss = sum(pss_kb(p) for p in host_side)
         comms: dict[str, list[int]] = {}
@@ -189,6 +207,9 @@ def main() -> None:
             comms.setdefault(name, []).append(pss_kb(p))
         for name, kbs in comms.items():
             notes.append(f"host-side: {len(kbs)} x `{name}`: {sum(kbs) / len(kbs) / 1024:.2f} MB PSS each")
+        for p in host_side:
+            parts = pss_parts(p)
+            notes.append(f"pid {p}: " + ", ".join(f"{k} {v / 1024:.2f} MB" for k, v in parts.items()))
         rows.append((f"supervisor PSS / {args.idle} idle containers ({len(host_side)} host-side process(es))",
                      f"{sup_pss / args.idle / 1024:.2f} MB each ({sup_pss / 1024:.1f} MB total)"))
         rows.append((f"supervisor PSS added per idle container (PSS at {args.idle} minus PSS at 0, / {args.idle})",
