@@ -30,6 +30,7 @@ class Context:
     def run(self, func: Callable[[Context, list[str]], int | None], args: list[str]) -> int:
         from dockyard.cli.client import APIError, DaemonUnreachable
         from dockyard.cli.progress import StreamError
+        from dockyard.errors import DockyardError
 
         try:
             return func(self, args) or 0
@@ -46,6 +47,9 @@ class Context:
         except CLIError as e:
             self.error(str(e))
             return e.code
+        except DockyardError as e:  # e.g. a --format template that does not parse
+            self.error(str(e))
+            return 1
 
 
 class CLIError(Exception):

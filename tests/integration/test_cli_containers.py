@@ -180,3 +180,10 @@ def test_logs_follow_ends_with_the_container(cli: Daemon) -> None:
         assert res.stdout == "a\nc\n" and res.stderr == "b\n"
     finally:
         cli.cli("rm", "-f", name)
+
+
+def test_bad_format_template_is_one_line_error(cli: Daemon) -> None:
+    res = cli.cli("ps", "--format", "{{.Foo", check=False)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
