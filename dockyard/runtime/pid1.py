@@ -24,7 +24,7 @@ The loop itself, on x86_64, is not Python: a forked copy of the runtime (or of t
 supervisor, which forks every container) would keep the interpreter's whole heap — pages
 it shares copy-on-write with the process it was forked from, and that become its own as
 that process goes on (a full garbage collection there touches them all): megabytes per
-container. Instead the init execs a 228-byte reaper (pid1_x86_64.s; the bytes are below,
+container. Instead the init execs a 236-byte reaper (pid1_x86_64.s; the bytes are below,
 a test re-assembles the source and compares) wrapped in a minimal ELF header, from a
 sealed memfd: no file on any filesystem, nothing of the host reachable through
 /proc/1/exe, and a few pages of memory. Its argv is ``/sbin/docker-init -- CMD...`` and
@@ -62,13 +62,14 @@ _IGNORED = {_signal.SIGTTIN, _signal.SIGTTOU}
 # pid1_x86_64.s, assembled (as --64; objcopy -O binary -j .text). It ends with two slots,
 # patched before use: the 8-byte mask of signals to wait for, then the 4-byte command pid.
 _X86_64 = bytes.fromhex(
-    "b89d000000bf0400000031f60f05b89d000000bf0f000000488d35a60000000f058b1db90000004531ed"
-    "4881ec00010000b880000000488d3d9b0000004889e631d241ba080000000f0583f811741185c07ede89"
-    "c689dfb83e0000000f05ebd1b83d000000bfffffffff488db42480000000ba010000004531d20f0585c0"
-    "7e3139d875dc8b8c248000000089ca83e27f7409448da280000000eb0e4189cc41c1ec084181e4ff0000"
-    "0041bd01000000ebaf4585ed0f8477ffffffb8e70000004489e70f05f4646f636b65722d696e6974000f"
-    "1f8000000000000000000000000000000000"
+    "b89d000000bf0400000031f60f05b89d000000bf0f000000488d35b20000000f05b803000000bf030000"
+    "000f058b1db50000004531ed4881ec00010000b880000000488d3d970000004889e631d241ba08000000"
+    "0f0583f811741185c07ede89c689dfb83e0000000f05ebd1b83d000000bfffffffff488db42480000000"
+    "ba010000004531d20f0585c07e3139d875dc8b8c248000000089ca83e27f7409448da280000000eb0e41"
+    "89cc41c1ec084181e4ff00000041bd01000000ebaf4585ed0f8477ffffffb8e70000004489e70f05f464"
+    "6f636b65722d696e6974000f1f00000000000000000000000000"
 )
+_READY_FD = 3  # closed by the reaper after PR_SET_NAME (pid1_x86_64.s)
 _MFD_EXEC = 0x10  # Linux >= 6.3: an executable memfd even under vm.memfd_noexec=1
 
 
@@ -199,8 +200,8 @@ def _elf(code: bytes, machine: int) -> bytes:
 
 
 def _exec_reaper(child: int, argv: list[str], ready_w: int) -> None:
-    """Become the native reaper; returns (having closed what it opened) if it cannot run.
-    ``ready_w`` stays open until the exec (it is close-on-exec)."""
+    """Become the native reaper; returns if it cannot run. ``ready_w`` goes to the reaper
+    as fd 3, which it closes once it is named docker-init."""
     if os.environ.get("DOCKYARD_PID1") == "python":
         return
     image = reaper_image(child)
@@ -219,7 +220,13 @@ def _exec_reaper(child: int, argv: list[str], ready_w: int) -> None:
             return
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
                     fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
-        _close_all(fd, ready_w)
+        # the reaper closes fd 3 once it has named itself: the command's signal to go on
+        if fd == _READY_FD:
+            moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _READY_FD + 1)
+            os.close(fd)
+            fd = moved
+        os.dup2(ready_w, _READY_FD, inheritable=True)
+        _close_all(fd, _READY_FD)
         os.execve(fd, argv, {})
     except OSError:
         pass

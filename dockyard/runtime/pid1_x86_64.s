@@ -17,6 +17,9 @@ _start:
         mov     edi, 15
         lea     rsi, [rip + name]
         syscall
+        mov     eax, 3                  # close(3): the command waits for this EOF, so it
+        mov     edi, 3                  # never sees pid 1 under its memfd name
+        syscall
         mov     ebx, DWORD PTR [rip + child]
         xor     r13d, r13d              # r13: the command has exited; r12: its status
         sub     rsp, 256                # siginfo at [rsp], a wait status at [rsp + 128]
