@@ -203,6 +203,7 @@ class ExecService:
             raise InvalidArgument("No exec command specified")
         if not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd):
             raise InvalidArgument("invalid JSON: Cmd must be a list of strings")
+        self.engine.warmer.kick()  # the exec's cgroup attach follows with the start
         env = body.get("Env") or []
         if not isinstance(env, list) or not all(isinstance(e, str) for e in env):
             raise InvalidArgument("invalid JSON: Env must be a list of strings")
