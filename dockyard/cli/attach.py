@@ -21,12 +21,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from typing import IO, TYPE_CHECKING, Any
 
 from dockyard.errors import InvalidArgument
 
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
 if TYPE_CHECKING:
     import socket
+    from typing import IO, Any
 
 __all__ = [
     "DEFAULT_DETACH_KEYS",

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import IO, Any
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import IO, Any
+
 
 
 class Context:

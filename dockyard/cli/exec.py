@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 from dockyard.cli.context import CLIError, Context
 from dockyard.cli.main import new_parser
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from dockyard.cli.context import CLIError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def parse_filters(values: list[str] | None) -> dict[str, list[str]] | None:

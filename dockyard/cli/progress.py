@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, TextIO
 
 from dockyard.cli.units import human_size
 from dockyard.errors import DockyardError
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 __all__ = ["StreamError", "display_stream", "progress_string", "go_duration"]
 

@@ -15,7 +15,11 @@ Stdlib only and cheap to import: the CLI's ``run``/``attach``/``logs`` path load
 from __future__ import annotations
 
 import struct
-from typing import IO, Any
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
+if TYPE_CHECKING:
+    from typing import IO, Any
+
 
 __all__ = [
     "HEADER_SIZE",
