@@ -7,7 +7,6 @@ codes (125 for a daemon error in run/create, the container's status for run and
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from dockyard.cli.main import new_parser
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
 if TYPE_CHECKING:
+    import argparse
     from typing import Any
 
 
@@ -87,44 +87,152 @@ def _call(method: Any, path: str, params: dict[str, Any] | None) -> None:
 # ------------------------------------------------------------------ run / create
 
 
+# run/create flags: (names, kind, help). kind: "bool" (store_true), "str" (one value),
+# "list" (repeatable), "init" (a tri-state bool: unset, --init, --init=false). One table
+# feeds both the fast parser below and argparse (help, and every input the fast parser
+# leaves to it), so the two cannot drift apart.
+_DETACH = (("-d", "--detach"), "bool", "Run container in background and print container ID")
+_RUN_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("--rm",), "bool", "Automatically remove the container when it exits"),
+    (("--name",), "str", "Assign a name to the container"),
+    (("-e", "--env"), "list", "Set environment variables"),
+    (("--env-file",), "list", "Read in a file of environment variables"),
+    (("-w", "--workdir"), "str", "Working directory inside the container"),
+    (("-u", "--user"), "str", "Username or UID (format: <name|uid>[:<group|gid>])"),
+    (("-h", "--hostname"), "str", "Container host name"),
+    (("--entrypoint",), "str", "Overwrite the default ENTRYPOINT of the image"),
+    (("-l", "--label"), "list", "Set meta data on a container"),
+    (("-i", "--interactive"), "bool", "Keep STDIN open even if not attached"),
+    (("-t", "--tty"), "bool", "Allocate a pseudo-TTY"),
+    (("-m", "--memory"), "str", "Memory limit"),
+    (("--memory-swap",), "str", "Swap limit equal to memory plus swap: '-1' to enable unlimited swap"),
+    (("--cpus",), "str", "Number of CPUs"),
+    (("-c", "--cpu-shares"), "str", "CPU shares (relative weight)"),
+    (("--cpuset-cpus",), "str", "CPUs in which to allow execution (0-3, 0,1)"),
+    (("--pids-limit",), "str", "Tune container pids limit (set -1 for unlimited)"),
+    (("--ulimit",), "list", "Ulimit options"),
+    (("--security-opt",), "list", "Security Options"),
+    (("--init",), "init", "Run an init inside the container that forwards signals and reaps processes"),
+    (("--cap-add",), "list", "Add Linux capabilities"),
+    (("--cap-drop",), "list", "Drop Linux capabilities"),
+    (("--privileged",), "bool", "Give extended privileges to this container"),
+    (("--read-only",), "bool", "Mount the container's root filesystem as read only"),
+    (("--network", "--net"), "str", "Connect a container to a network"),
+    (("--stop-signal",), "str", "Signal to stop the container"),
+    (("--stop-timeout",), "str", "Timeout (in seconds) to stop a container"),
+)
+_DEFAULTS = {"bool": False, "str": None, "list": None, "init": None}
+
+
+def _run_flags(run: bool) -> tuple[tuple[tuple[str, ...], str, str], ...]:
+    return (_DETACH, *_RUN_FLAGS) if run else _RUN_FLAGS
+
+
+def _dest(names: tuple[str, ...]) -> str:
+    return names[-1].lstrip("-").replace("-", "_") if names[-1] != "--net" else "network"
+
+
 def _run_parser(prog: str, description: str, run: bool) -> argparse.ArgumentParser:
+    import argparse
+
     p = new_parser(prog, usage=f"{prog} [OPTIONS] IMAGE [COMMAND] [ARG...]", description=description)
     # -h is --hostname, as in docker; --help stays (argument groups copy the handler)
     p.conflict_handler = p._optionals.conflict_handler = "resolve"
-    if run:
-        p.add_argument("-d", "--detach", action="store_true", help="Run container in background and print container ID")
-    p.add_argument("--rm", action="store_true", help="Automatically remove the container when it exits")
-    p.add_argument("--name", help="Assign a name to the container")
-    p.add_argument("-e", "--env", action="append", default=[], help="Set environment variables")
-    p.add_argument("--env-file", action="append", default=[], help="Read in a file of environment variables")
-    p.add_argument("-w", "--workdir", help="Working directory inside the container")
-    p.add_argument("-u", "--user", help="Username or UID (format: <name|uid>[:<group|gid>])")
-    p.add_argument("-h", "--hostname", help="Container host name")
-    p.add_argument("--entrypoint", help="Overwrite the default ENTRYPOINT of the image")
-    p.add_argument("-l", "--label", action="append", default=[], help="Set meta data on a container")
-    p.add_argument("-i", "--interactive", action="store_true", help="Keep STDIN open even if not attached")
-    p.add_argument("-t", "--tty", action="store_true", help="Allocate a pseudo-TTY")
-    p.add_argument("-m", "--memory", help="Memory limit")
-    p.add_argument("--memory-swap", help="Swap limit equal to memory plus swap: '-1' to enable unlimited swap")
-    p.add_argument("--cpus", help="Number of CPUs")
-    p.add_argument("-c", "--cpu-shares", help="CPU shares (relative weight)")
-    p.add_argument("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1)")
-    p.add_argument("--pids-limit", help="Tune container pids limit (set -1 for unlimited)")
-    p.add_argument("--ulimit", action="append", default=[], help="Ulimit options")
-    p.add_argument("--security-opt", action="append", default=[], help="Security Options")
-    p.add_argument("--init", action="store_true", default=None,
-                   help="Run an init inside the container that forwards signals and reaps processes")
-    p.add_argument("--no-init", dest="init", action="store_false", help=argparse.SUPPRESS)  # --init=false
-    p.add_argument("--cap-add", action="append", default=[], help="Add Linux capabilities")
-    p.add_argument("--cap-drop", action="append", default=[], help="Drop Linux capabilities")
-    p.add_argument("--privileged", action="store_true", help="Give extended privileges to this container")
-    p.add_argument("--read-only", action="store_true", help="Mount the container's root filesystem as read only")
-    p.add_argument("--network", "--net", help="Connect a container to a network")
-    p.add_argument("--stop-signal", help="Signal to stop the container")
-    p.add_argument("--stop-timeout", help="Timeout (in seconds) to stop a container")
+    for names, kind, help_text in _run_flags(run):
+        dest = _dest(names)
+        if kind == "bool":
+            p.add_argument(*names, dest=dest, action="store_true", help=help_text)
+        elif kind == "list":
+            p.add_argument(*names, dest=dest, action="append", default=[], help=help_text)
+        elif kind == "init":
+            p.add_argument(*names, dest=dest, action="store_true", default=None, help=help_text)
+            p.add_argument("--no-" + names[0][2:], dest=dest, action="store_false", help=argparse.SUPPRESS)
+        else:
+            p.add_argument(*names, dest=dest, help=help_text)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
     return p
+
+
+def _parse_run_args(prog: str, description: str, args: list[str], run: bool) -> Any:
+    """The fast path parses what docker users type without importing argparse (~11 ms of
+    the CLI's start-up); anything else — help, errors, argparse's abbreviations, odd
+    values — goes to argparse, which then decides exactly as before."""
+    o = _fast_run_args(args, run)
+    if o is not None:
+        return o
+    p = _run_parser(prog, description, run)
+    return p.parse_args(_bools(p, args))
+
+
+def _fast_run_args(args: list[str], run: bool) -> Any:
+    from types import SimpleNamespace
+
+    by_name: dict[str, tuple[str, str]] = {}
+    values: dict[str, Any] = {}
+    for names, kind, _help in _run_flags(run):
+        dest = _dest(names)
+        for n in names:
+            by_name[n] = (dest, kind)
+        values[dest] = [] if kind == "list" else _DEFAULTS[kind]
+
+    def put(dest: str, kind: str, value: str) -> None:
+        if kind == "list":
+            values[dest].append(value)
+        else:
+            values[dest] = value
+
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "-" or not arg.startswith("-"):
+            break
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            spec = by_name.get(name)
+            if spec is None:
+                return None  # unknown, "--", --help, an abbreviation: argparse's call
+            dest, kind = spec
+            if kind in ("bool", "init"):
+                if not eq or value.lower() in ("true", "1", "yes"):
+                    values[dest] = True
+                elif value.lower() in ("false", "0", "no"):
+                    values[dest] = False if kind == "init" else values[dest]
+                else:
+                    return None  # argparse's path reports the bad value
+            elif eq:
+                put(dest, kind, value)
+            else:
+                if i + 1 >= len(args) or args[i + 1].startswith("-"):
+                    return None
+                put(dest, kind, args[i + 1])
+                i += 1
+        else:  # a cluster of short flags: -it, -e FOO, -eFOO
+            if "=" in arg:
+                return None
+            j = 1
+            while j < len(arg):
+                spec = by_name.get("-" + arg[j])
+                if spec is None:
+                    return None
+                dest, kind = spec
+                if kind == "bool":
+                    values[dest] = True
+                    j += 1
+                    continue
+                rest = arg[j + 1:]
+                if rest:
+                    put(dest, kind, rest)
+                elif i + 1 < len(args) and not args[i + 1].startswith("-"):
+                    put(dest, kind, args[i + 1])
+                    i += 1
+                else:
+                    return None
+                break
+        i += 1
+    if i >= len(args) or args[i] == "-":
+        return None  # no image: argparse's error
+    return SimpleNamespace(**values, image=args[i], command=args[i + 1:])
 
 
 def _env_entry(value: str) -> str | None:
@@ -356,15 +464,13 @@ def _create(ctx: Context, o: argparse.Namespace, prog: str, attach_stdin: bool) 
 
 
 def cmd_create(ctx: Context, args: list[str], prog: str = "dockyard create") -> int:
-    p = _run_parser(prog, "Create a new container", run=False)
-    o = p.parse_args(_bools(p, args))
+    o = _parse_run_args(prog, "Create a new container", args, run=False)
     ctx.out.write(_create(ctx, o, prog, attach_stdin=False) + "\n")
     return 0
 
 
 def cmd_run(ctx: Context, args: list[str], prog: str = "dockyard run") -> int:
-    p = _run_parser(prog, "Create and run a new container from an image", run=True)
-    o = p.parse_args(_bools(p, args))
+    o = _parse_run_args(prog, "Create and run a new container from an image", args, run=True)
     cid = _create(ctx, o, prog, attach_stdin=o.interactive and not o.detach)
     from dockyard.cli.client import APIError
 
@@ -619,6 +725,8 @@ def cmd_rm(ctx: Context, args: list[str], prog: str = "dockyard rm") -> int:
     p.add_argument("containers", nargs="+")
     p.add_argument("-f", "--force", action="store_true", help="Force the removal of a running container (uses SIGKILL)")
     p.add_argument("-v", "--volumes", action="store_true", help="Remove anonymous volumes associated with the container")
+    import argparse
+
     p.add_argument("-l", "--link", action="store_true", help=argparse.SUPPRESS)
     o = p.parse_args(_bools(p, args))
     params = {"force": o.force, "v": o.volumes}

@@ -8,10 +8,11 @@ import sys
 import time
 from typing import Any
 
+from dockyard.cli.argparser import BoolFlag
 from dockyard.cli.context import CLIError, Context
 from dockyard.cli.flags import parse_filters as _filters
 from dockyard.cli.flags import run_group
-from dockyard.cli.main import BoolFlag, new_parser
+from dockyard.cli.main import new_parser
 
 
 def _units():

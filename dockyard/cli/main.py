@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any
 
 
 # command -> (module, function). Aliases map to the same function, as docker's do.
@@ -96,28 +95,11 @@ Run 'dockyard COMMAND --help' for more information on a command.
 """
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with docker's error shape and exit status (125 for usage errors)."""
+def new_parser(prog: str, usage: str | None = None, description: str | None = None) -> Any:
+    """An argparse parser with docker's error shape (``dockyard.cli.argparser``); argparse
+    is imported here, not with this module: `run` parses its flags without it."""
+    from dockyard.cli.argparser import Parser
 
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: {message}\nSee '{self.prog} --help'.\n")
-        sys.exit(125)
-
-
-class BoolFlag(argparse.Action):
-    """A boolean flag that also takes ``=false`` (``-H=false``), as docker's flags do."""
-
-    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
-        kwargs.pop("nargs", None)
-        super().__init__(option_strings, dest, nargs="?", const=True, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        if isinstance(values, str):
-            values = values.lower() not in ("false", "0", "no")
-        setattr(namespace, self.dest, values)
-
-
-def new_parser(prog: str, usage: str | None = None, description: str | None = None) -> Parser:
     return Parser(prog=prog, usage=usage, description=description)
 
 
