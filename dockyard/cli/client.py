@@ -118,7 +118,7 @@ def encode_params(params: Mapping[str, Any] | None) -> str:
                 from collections.abc import Mapping
 
                 if isinstance(v, Mapping):
-                    import json
+                    from dockyard import jsonc as json  # the C _json only: no re, no enum
 
                     s = json.dumps(v, separators=(",", ":"))
                 else:
@@ -748,7 +748,7 @@ class Response:
         data = self.read()
         if not data.strip():
             return None
-        import json
+        from dockyard import jsonc as json  # the C _json only: no re, no enum
 
         try:
             return json.loads(data)
@@ -789,7 +789,7 @@ class Response:
 
 
 def _loads(text: str) -> Any:
-    import json
+    from dockyard import jsonc as json  # the C _json only: no re, no enum
 
     try:
         return json.loads(text)
@@ -800,7 +800,7 @@ def _loads(text: str) -> Any:
 def _error_message(status: int, reason: str, body: bytes) -> str:
     text = body.decode("utf-8", "replace").strip()
     if text:
-        import json
+        from dockyard import jsonc as json  # the C _json only: no re, no enum
 
         try:
             doc = json.loads(text)
@@ -888,7 +888,7 @@ class APIClient:
     def _headers(self, body: Any, headers: Mapping[str, str] | None) -> tuple[Any, dict[str, str]]:
         hdrs = {"User-Agent": USER_AGENT}
         if isinstance(body, (dict, list)):
-            import json
+            from dockyard import jsonc as json  # the C _json only: no re, no enum
 
             body = json.dumps(body).encode()
             hdrs["Content-Type"] = "application/json"

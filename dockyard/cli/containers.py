@@ -7,9 +7,7 @@ codes (125 for a daemon error in run/create, the container's status for run and
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
 import time
 
@@ -274,6 +272,8 @@ def _flag_error(value: str, flag: str, why: str) -> CLIError:
 
 def _go_int(value: str, flag: str) -> int:
     """A flag's int64 as Go's strconv.ParseInt reads it, with its error text."""
+    import re
+
     if not re.fullmatch(r"[+-]?[0-9]+", value):
         raise _flag_error(value, flag, f"strconv.ParseInt: parsing \"{value}\": invalid syntax")
     n = int(value)
@@ -284,6 +284,8 @@ def _go_int(value: str, flag: str) -> int:
 
 def _size(value: str, flag: str) -> int:
     """docker's RAMInBytes (``512m`` = 512 MiB), with go-units' error texts."""
+    import re
+
     from dockyard.cli import units
     from dockyard.errors import InvalidArgument
 
@@ -304,6 +306,8 @@ def _size(value: str, flag: str) -> int:
 
 def _ulimit(value: str) -> dict[str, Any]:
     """go-units ParseUlimit: ``name=soft[:hard]`` (hard defaults to soft)."""
+    import re
+
     from dockyard.containers.config import ULIMITS
 
     name, eq, limits = value.partition("=")
@@ -342,6 +346,8 @@ def _caps(values: list[str]) -> list[str] | None:
 def _security_opts(values: list[str]) -> list[str]:
     """docker/cli's parseSecurityOpts: ``key=value`` (or ``key:value``); a
     ``seccomp=<file>`` is read here and sent as its compacted JSON."""
+    import json
+
     out = []
     for opt in values:
         key, sep, value = opt.partition("=")
@@ -537,6 +543,8 @@ def _ellipsis(s: str, width: int) -> str:
 
 
 def cmd_ps(ctx: Context, args: list[str], prog: str = "dockyard ps") -> int:
+    import json
+
     p = new_parser(prog, description="List containers")
     p.add_argument("-a", "--all", action="store_true", help="Show all containers (default shows just running)")
     p.add_argument("-f", "--filter", action="append", help="Filter output based on conditions provided")
@@ -608,16 +616,18 @@ def cmd_ps(ctx: Context, args: list[str], prog: str = "dockyard ps") -> int:
 
 # ------------------------------------------------------------------ logs
 
-_GO_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))+")
+_GO_DURATION = r"(?:(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h))+"  # compiled on use: no re at start-up
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 
 
 def _timestamp(value: str | None, now: float) -> str | None:
     """docker's GetTimestamp: a Go duration ("10m") is relative to now; the rest
     (epoch seconds, RFC3339) goes to the daemon as given."""
+    import re
+
     if not value:
         return None
-    if _GO_DURATION.fullmatch(value):
+    if re.fullmatch(_GO_DURATION, value):
         secs = sum(float(n) * _DURATION_UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", value))
         return f"{now - secs:.9f}"
     return value

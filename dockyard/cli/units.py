@@ -7,7 +7,6 @@ than "nicer" Python conventions. Stdlib only, nothing heavy: imported at CLI sta
 
 from __future__ import annotations
 
-import re
 import time
 
 from dockyard.errors import InvalidArgument
@@ -77,13 +76,15 @@ def time_ago(unix_ts: float, now: float | None = None) -> str:
 # A number (digits, optionally a fraction), one optional space, then an optional
 # unit letter, an optional "i" (only meaningful after a unit: "Kib", "MiB") and an
 # optional "b". Anchored both ends: go-units rejects " 32 ", "32m b", "-32", ".3k".
-_SIZE_RE = re.compile(r"(\d+(?:\.\d+)?) ?(?:([kmgtp])i?)?b?", re.IGNORECASE)
+_SIZE_RE = r"(?i)(\d+(?:\.\d+)?) ?(?:([kmgtp])i?)?b?"  # compiled on use: no re at start-up
 _DECIMAL_MULT = {"k": KB, "m": MB, "g": GB, "t": TB, "p": PB}
 _BINARY_MULT = {"k": KiB, "m": MiB, "g": GiB, "t": TiB, "p": PiB}
 
 
 def _parse_size(text: str, multipliers: dict[str, int]) -> int:
-    m = _SIZE_RE.fullmatch(text)
+    import re
+
+    m = re.fullmatch(_SIZE_RE, text)
     if m is None:
         raise InvalidArgument(f"invalid size: '{text}'")
     number, unit = m.group(1), m.group(2)
