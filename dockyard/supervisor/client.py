@@ -27,17 +27,23 @@ class SupervisorClient:
         self.path = os.path.join(path, SOCKET_NAME) if os.path.isdir(path) else path
         self.timeout = timeout
 
-    def call(self, op: str, **kw: Any) -> dict[str, Any]:
-        """Send one request; return the response (without ``ok``) or raise its error."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    def _send(self, op: str, kw: dict[str, Any]) -> socket.socket:
+        """A new connection with one request sent on it."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
             sock.settimeout(self.timeout)
             try:
                 sock.connect(self.path)
             except (FileNotFoundError, ConnectionRefusedError) as e:
                 raise errors.Unavailable(f"supervisor not running at {self.path}: {e.strerror}") from None
             sock.sendall(json.dumps({"op": op, **kw}).encode() + b"\n")
-            with sock.makefile("rb") as f:
-                line = f.readline()
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    @staticmethod
+    def _answer(line: bytes) -> dict[str, Any]:
         if not line:
             raise errors.Unavailable("supervisor closed the connection without an answer")
         resp: dict[str, Any] = json.loads(line)
@@ -45,32 +51,27 @@ class SupervisorClient:
             raise error_from(resp.get("kind"), resp.get("error", "supervisor error"))
         return resp
 
+    def call(self, op: str, **kw: Any) -> dict[str, Any]:
+        """Send one request; return the response (without ``ok``) or raise its error."""
+        with self._send(op, kw) as sock, sock.makefile("rb") as f:
+            line = f.readline()
+        return self._answer(line)
+
     def call_fds(self, op: str, max_fds: int = 4, **kw: Any) -> tuple[dict[str, Any], list[int]]:
         """``call`` for a response that carries file descriptors (SCM_RIGHTS): the response
         and the fds received with it (close-on-exec; the caller owns them)."""
         fds: list[int] = []
         buf = b""
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
-                try:
-                    sock.connect(self.path)
-                except (FileNotFoundError, ConnectionRefusedError) as e:
-                    raise errors.Unavailable(f"supervisor not running at {self.path}: {e.strerror}") from None
-                sock.sendall(json.dumps({"op": op, **kw}).encode() + b"\n")
+            with self._send(op, kw) as sock:
                 while not buf.endswith(b"\n"):
                     data, got, _flags, _addr = socket.recv_fds(sock, 65536, max_fds, socket.MSG_CMSG_CLOEXEC)
                     fds += got
                     if not data:
                         break
                     buf += data
-            if not buf:
-                raise errors.Unavailable("supervisor closed the connection without an answer")
-            resp: dict[str, Any] = json.loads(buf)
-            if not resp.pop("ok", False):
-                raise error_from(resp.get("kind"), resp.get("error", "supervisor error"))
+            return self._answer(buf), fds
         except BaseException:
             for fd in fds:
                 os.close(fd)
             raise
-        return resp, fds

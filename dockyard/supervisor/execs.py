@@ -34,7 +34,6 @@ import termios
 from collections import OrderedDict
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
-from dockyard.runtime import usock
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing is not imported at run time
@@ -157,46 +156,19 @@ class ExecOps:
     def _exec_tty(self, cid: str, process: dict[str, Any], pid_file: str, null: int) -> int:
         """Run a ``terminal`` process: its pty master comes over a console socket (sent
         before ``exec`` returns, so accepting afterwards never blocks)."""
-        from dockyard.runtime import console
         from dockyard.runtime.container import ExecOptions
+        from dockyard.supervisor.consoles import ConsoleSocket
 
-        tmpdir = None
-        path = os.path.join(self.root, f"exec-console-{self._execs.count}.sock")
-        if len(path.encode()) > 100:  # sun_path is 108 bytes
-            import tempfile
-
-            tmpdir = tempfile.mkdtemp(prefix="dockyard-console-")
-            path = os.path.join(tmpdir, "c.sock")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        listener = usock.unix()
-        try:
-            listener.bind(path)
-            os.chmod(path, 0o600)
-            listener.listen(1)
-            self.runtime.exec(cid, process, ExecOptions(detach=True, console_socket=path, pid_file=pid_file,
+        with ConsoleSocket(self.root, f"exec-console-{self._execs.count}.sock") as sock:
+            self.runtime.exec(cid, process, ExecOptions(detach=True, console_socket=sock.path, pid_file=pid_file,
                                                         stdio=(null, null, null)))
             try:
-                listener.setblocking(False)
-                conn = usock.accept(listener)
-                try:
-                    conn.settimeout(5)  # sent before exec returned: never waits in practice
-                    master, _name = console.recv_master(conn)
-                finally:
-                    conn.close()
+                return sock.receive()
             except BaseException:
                 with contextlib.suppress(Exception):
                     os.kill(_read_pid(pid_file), _signal.SIGKILL)  # our child: no pid reuse yet
                 raise
-        finally:
-            listener.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            if tmpdir is not None:
-                with contextlib.suppress(OSError):
-                    os.rmdir(tmpdir)
-        os.set_inheritable(master, False)
-        return master
+
 
     def _drain_exec_tty(self, ex: ExecProc) -> None:
         while True:

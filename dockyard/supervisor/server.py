@@ -504,56 +504,32 @@ class Supervisor(ExecOps):
         runtime's ``create`` returns (the message waits in the socket's buffer: nobody needs
         to accept while the runtime runs), so accepting afterwards never blocks the loop.
         The master carries the output (logged as stdout: a pty merges the streams) and stdin."""
-        from dockyard.runtime import console
+        from dockyard.supervisor.consoles import ConsoleSocket
 
         self._consoles += 1
-        tmpdir = None
-        path = os.path.join(self.root, f"console-{self._consoles}.sock")
-        if len(path.encode()) > 100:  # sun_path is 108 bytes: a deep root gets a private /tmp dir
-            import tempfile
-
-            tmpdir = tempfile.mkdtemp(prefix="dockyard-console-")
-            path = os.path.join(tmpdir, "c.sock")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        listener = usock.unix()
         null = -1
         try:
-            listener.bind(path)
-            os.chmod(path, 0o600)
-            listener.listen(1)
-            if c.log_path:
-                c.writer = opts.writer(c.log_path)
-            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-            st = self.runtime.create(c.id, c.bundle, CreateOptions(console_socket=path, stdio=(null, null, null)))
-            try:
-                listener.setblocking(False)
-                conn = usock.accept(listener)
+            with ConsoleSocket(self.root, f"console-{self._consoles}.sock") as sock:
+                if c.log_path:
+                    c.writer = opts.writer(c.log_path)
+                null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                st = self.runtime.create(c.id, c.bundle, CreateOptions(console_socket=sock.path,
+                                                                        stdio=(null, null, null)))
                 try:
-                    conn.settimeout(5)  # sent before create returned: never waits in practice
-                    master, _name = console.recv_master(conn)
-                finally:
-                    conn.close()
-            except BaseException:
-                with contextlib.suppress(DockyardError, OSError):
-                    self.runtime.kill(c.id, _signal.SIGKILL)
-                with contextlib.suppress(DockyardError, OSError):
-                    self.runtime.delete(c.id, force=True)
-                raise
+                    master = sock.receive()
+                except BaseException:
+                    with contextlib.suppress(DockyardError, OSError):
+                        self.runtime.kill(c.id, _signal.SIGKILL)
+                    with contextlib.suppress(DockyardError, OSError):
+                        self.runtime.delete(c.id, force=True)
+                    raise
         except BaseException:
             self._close_io(c)
             raise
         finally:
-            listener.close()
             if null >= 0:
                 os.close(null)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            if tmpdir is not None:
-                with contextlib.suppress(OSError):
-                    os.rmdir(tmpdir)
         os.set_blocking(master, False)
-        os.set_inheritable(master, False)
         c.tty_fd = master
         c.outputs[master] = "stdout"
         if req.get("stdin"):

@@ -2,8 +2,8 @@
 flag's effect inside the container or on its cgroup, docker's one-line errors (exit 125)
 for bad values with nothing left behind, the lifecycle flags (--name, --label, --stop-signal,
 --stop-timeout, -d, --rm, -i, -t) and --init (reaping, signal forwarding, exit codes,
-exec, terminal). The table and the checks are shared with the docker CLI's e2e tests
-(tests/fixtures/run_flags.py)."""
+exec, terminal) — each through the dockyard CLI and the official docker CLI, with one table
+of cases and checks (tests/fixtures/run_flags.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static is not installed"),
 ]
 
-KIND = "dockyard"
+_DOCKER = pytest.param("docker", marks=[
+    pytest.mark.e2e, pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")])
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,11 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> rf.Host:
     return rf.Host.make(tmp_path_factory.mktemp("runflags"))
 
 
-@pytest.fixture
-def client(daemon: Daemon, busybox_image: str) -> Iterator[rf.Client]:
-    c = rf.Client(daemon, KIND)
+@pytest.fixture(params=["dockyard", _DOCKER])
+def client(request: pytest.FixtureRequest, daemon: Daemon, busybox_image: str) -> Iterator[rf.Client]:
+    """Each test runs through the dockyard CLI and through the official docker CLI (which
+    reads a ``--security-opt seccomp=<file>`` itself and sends the profile's JSON)."""
+    c = rf.Client(daemon, request.param)
     before = c.ids()
     yield c
     left = c.ids() - before
