@@ -189,3 +189,30 @@ def store_state(d: Daemon) -> dict:
     listing = d.cli("images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}").stdout.splitlines()
     snapdirs = sorted(str(p.relative_to(data)) for p in (data / "snapshots").glob("*/snapshots/*"))
     return {"blobs": blobs, "images": sorted(listing), "snapshots": snapdirs}
+
+
+@pytest.fixture
+def cli(daemon: Daemon, busybox_image: str) -> Iterator[Daemon]:
+    """The session daemon for dockyard CLI tests: the containers a test leaves are removed,
+    and leaving any is a failure."""
+    before = set(daemon.cli("ps", "-a", "-q", "--no-trunc").stdout.split())
+    yield daemon
+    left = set(daemon.cli("ps", "-a", "-q", "--no-trunc").stdout.split()) - before
+    if left:
+        daemon.cli("rm", "-f", *sorted(left), check=False)
+    assert not left, f"containers left behind: {left}"
+
+
+@pytest.fixture
+def client(daemon: Daemon, busybox_image: str) -> Iterator[object]:
+    """A docker-py client of the session daemon; removes the containers the test made."""
+    docker = pytest.importorskip("docker")
+    c = docker.DockerClient(base_url=daemon.host, timeout=60)
+    before = {ct.id for ct in c.containers.list(all=True)}
+    try:
+        yield c
+    finally:
+        for ct in c.containers.list(all=True):
+            if ct.id not in before:
+                ct.remove(force=True)
+        c.close()

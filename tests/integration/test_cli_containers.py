@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,16 +21,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
     pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static is not installed"),
 ]
-
-
-@pytest.fixture
-def cli(daemon: Daemon, busybox_image: str) -> Iterator[Daemon]:
-    before = set(daemon.cli("ps", "-a", "-q", "--no-trunc").stdout.split())
-    yield daemon
-    left = set(daemon.cli("ps", "-a", "-q", "--no-trunc").stdout.split()) - before
-    if left:
-        daemon.cli("rm", "-f", *sorted(left), check=False)
-    assert not left, f"containers left behind: {left}"
 
 
 def _name() -> str:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,16 +24,6 @@ pytestmark = [
 ]
 
 TRAP = "trap 'exit 3' TERM; echo up; sleep 1000 & wait"
-
-
-@pytest.fixture
-def cli(daemon: Daemon, busybox_image: str) -> Iterator[Daemon]:
-    before = set(daemon.cli("ps", "-a", "-q", "--no-trunc").stdout.split())
-    yield daemon
-    left = set(daemon.cli("ps", "-a", "-q", "--no-trunc").stdout.split()) - before
-    if left:
-        daemon.cli("rm", "-f", *sorted(left), check=False)
-    assert not left, f"containers left behind: {left}"
 
 
 def _name() -> str:

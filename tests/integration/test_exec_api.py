@@ -31,19 +31,6 @@ pytestmark = [
 
 
 @pytest.fixture
-def client(daemon: Daemon, busybox_image: str) -> Iterator[docker.DockerClient]:
-    c = docker.DockerClient(base_url=daemon.host, timeout=60)
-    before = {ct.id for ct in c.containers.list(all=True)}
-    try:
-        yield c
-    finally:
-        for ct in c.containers.list(all=True):
-            if ct.id not in before:
-                ct.remove(force=True)
-        c.close()
-
-
-@pytest.fixture
 def ct(client: docker.DockerClient) -> Iterator[docker.models.containers.Container]:
     """A running container to exec in."""
     c = client.containers.run("busybox", ["sleep", "600"], detach=True, environment={"FROM_CT": "ct"},

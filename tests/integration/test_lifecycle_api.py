@@ -16,7 +16,6 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,19 +32,6 @@ pytestmark = [
 # PID 1 of a pid namespace ignores SIGTERM unless it handles it: these exit 3 on TERM
 TRAP = "trap 'exit 3' TERM; echo up; sleep 1000 & wait"
 COUNTER = "trap 'exit 3' TERM; i=0; while :; do i=$((i+1)); echo $i > /tmp/count; done"
-
-
-@pytest.fixture
-def client(daemon: Daemon, busybox_image: str) -> Iterator[docker.DockerClient]:
-    c = docker.DockerClient(base_url=daemon.host, timeout=60)
-    before = {ct.id for ct in c.containers.list(all=True)}
-    try:
-        yield c
-    finally:
-        for ct in c.containers.list(all=True):
-            if ct.id not in before:
-                ct.remove(force=True)
-        c.close()
 
 
 def _name(prefix: str = "lc") -> str:
