@@ -45,6 +45,10 @@ class ExecUser:
     home: str = "/"
 
 
+# Every container's cgroup is a child of this one (docker uses /docker), which the daemon
+# gives back when it stops with none left (ContainerService.close).
+CGROUP_PARENT = "/dockyard"
+
 def read_in_root(rootfs: str, path: str) -> str | None:
     """The text of ``path`` resolved inside ``rootfs`` (symlinks and ``..`` cannot leave
     it); None if it does not exist, is not a regular file, or cannot be resolved."""
@@ -456,7 +460,7 @@ def build_spec(
     if hc.get("BlkioWeight"):
         resources["blockIO"] = {"weight": int(hc["BlkioWeight"])}
     linux["resources"] = resources
-    linux["cgroupsPath"] = f"/dockyard/{container_id}"
+    linux["cgroupsPath"] = f"{CGROUP_PARENT}/{container_id}"
     init = hc.get("Init")
     if init or (init is None and default_init):
         from dockyard.runtime.pid1 import ANNOTATION

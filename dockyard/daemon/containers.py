@@ -30,7 +30,7 @@ from typing import Any
 
 from dockyard.containers.config import command_of, normalize_create, parse_signal
 from dockyard.containers.names import generate_name, validate_name
-from dockyard.containers.ocispec import build_spec
+from dockyard.containers.ocispec import CGROUP_PARENT, build_spec
 from dockyard.errors import (
     Conflict,
     DockyardError,
@@ -789,7 +789,7 @@ class ContainerService:
                     path = (json.load(f).get("linux") or {}).get("cgroupsPath")
             except (OSError, ValueError):
                 path = None
-            cg = open_cgroup(path or f"/dockyard/{rec.id}")
+            cg = open_cgroup(path or f"{CGROUP_PARENT}/{rec.id}")
             self._cgroups[rec.id] = cg
         return cg
 
@@ -863,5 +863,11 @@ class ContainerService:
         return is_mounted(os.path.join(rec.bundle, "rootfs"))
 
     def close(self) -> None:
+        """On daemon shutdown: give back the empty parent cgroup (a host without dockyard
+        containers keeps no trace of it; running ones — live restore — keep it)."""
+        from dockyard.runtime.cgroups import open_cgroup
+
+        with contextlib.suppress(DockyardError, OSError):
+            open_cgroup(CGROUP_PARENT).remove_if_empty()
         with self._lock:
             self._db.close()

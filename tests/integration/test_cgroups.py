@@ -29,6 +29,7 @@ import pytest
 
 from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from dockyard.runtime.cgroups import (
+    REAL_FS,
     Cgroup,
     CgroupFs,
     V1Cgroup,
@@ -490,6 +491,47 @@ def test_systemd_path_form(env: Env) -> None:
     assert cg.exists()
     cg.destroy()
     assert not cg.exists()
+
+
+def test_remove_if_empty_keeps_a_busy_parent(env: Env) -> None:
+    """What the daemon does with its /dockyard parent on shutdown: removed only when no
+    child cgroup (no container) is left in any hierarchy, never waiting."""
+    parent = env.impl.open(env.parent + "/shared")
+    child = env.impl.open(parent.path + "/c")
+    child.create()
+    assert parent.remove_if_empty() is False
+    assert parent.exists() and child.exists()
+    child.destroy()
+    assert parent.remove_if_empty() is True
+    assert not any(os.path.exists(d) for d in parent.dirs())
+    assert parent.remove_if_empty() is True  # already gone: fine
+
+
+class _ParentVanishes:
+    """A CgroupFs whose first mkdir of each ``.../c`` finds its parent just removed, as when
+    another daemon gives an empty shared parent back in the middle of our create."""
+
+    def __init__(self, inner: CgroupFs) -> None:
+        self.inner, self.removed = inner, set()
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def mkdir(self, d: str) -> None:
+        if d.endswith("/c") and d not in self.removed:
+            self.removed.add(d)
+            self.inner.rmdir(os.path.dirname(d))
+        self.inner.mkdir(d)
+
+
+def test_create_survives_its_parent_removed_meanwhile(env: Env) -> None:
+    env.impl.open(env.parent + "/p").create()
+    fs = _ParentVanishes(env.impl.fs or REAL_FS)
+    cg = open_cgroup(env.parent + "/p/c", version=env.impl.version, root=env.impl.root, fs=fs)  # type: ignore[arg-type]
+    assert cg.create() == []
+    assert fs.removed, "the race was not staged"
+    assert cg.exists()
+    cg.destroy()
 
 
 def test_add_and_pids(env: Env) -> None:

@@ -1,9 +1,11 @@
-"""A daemon killed (SIGKILL) in the middle of a create or a start: once it is started
-again, the half-made container is gone without a trace (create) or is running under the
-new daemon (start) — no mounts, cgroups, snapshots or processes left either way.
+"""What a daemon leaves on the host. Killed (SIGKILL) in the middle of a create or a
+start: once it is started again, the half-made container is gone without a trace (create)
+or is running under the new daemon (start) — no mounts, cgroups, snapshots or processes
+left either way.
 
 The daemon kills itself at a named point (``DOCKYARD_CRASH_AT``, dockyard/faults.py), so
-each case hits exactly the window it names."""
+each case hits exactly the window it names. Stopped cleanly with no container left, it
+gives back its /dockyard parent cgroup."""
 
 from __future__ import annotations
 
@@ -86,3 +88,22 @@ def test_crash_during_start_keeps_the_container(tmp_path: Path, busybox_tar: Pat
     finally:
         d.docker("rm", "-f", "started", check=False)
         _stop_and_check(d)
+
+
+def _parent_cgroups_in_use() -> dict[str, bool]:
+    """Each hierarchy's /dockyard parent: present -> whether it still holds a container."""
+    return {d: any(os.path.isdir(os.path.join(d, n)) for n in os.listdir(d))
+            for d in glob.glob("/sys/fs/cgroup/*/dockyard")}
+
+
+def test_stopped_daemon_gives_back_its_parent_cgroup(tmp_path: Path, busybox_tar: Path) -> None:
+    """A daemon that stops with no container left removes its empty /dockyard parent in
+    every hierarchy; one still holding containers (another daemon's here) stays."""
+    d = start_daemon(tmp_path / "d")
+    try:
+        d.cli("import", "-c", 'CMD ["sh"]', str(busybox_tar), "busybox:latest")
+        assert d.docker("run", "--rm", "busybox", "true").returncode == 0
+        assert _parent_cgroups_in_use(), "no /dockyard parent cgroup while a container ran"
+    finally:
+        _stop_and_check(d)
+    assert all(_parent_cgroups_in_use().values()), "an empty /dockyard parent cgroup was left behind"

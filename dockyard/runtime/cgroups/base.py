@@ -145,6 +145,27 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
 # --------------------------------------------------------------------------- interface
 
 
+MKDIR_ATTEMPTS = 3  # a shared parent removed under a create (see mkdir_shared) is remade
+
+
+def mkdir_shared(fs: CgroupFs, d: str, created: list[str], *, last: bool) -> None:
+    """One level of a cgroup path whose parents other creators share: a parent made
+    meanwhile by a sibling's create is fine; one removed meanwhile (its owner giving an
+    empty /dockyard back) raises FileNotFoundError so the caller walks the path again,
+    and on the ``last`` attempt a DockyardError like any other failure."""
+    try:
+        fs.mkdir(d)
+        created.append(d)
+    except FileExistsError:
+        pass
+    except FileNotFoundError as e:
+        if last:
+            raise DockyardError(f"cgroup: mkdir {d}: {e.strerror}") from None
+        raise
+    except OSError as e:
+        raise DockyardError(f"cgroup: mkdir {d}: {e.strerror}") from None
+
+
 class Cgroup(ABC):
     """One container's cgroup, in every hierarchy of the host's cgroup version."""
 
@@ -268,6 +289,22 @@ class Cgroup(ABC):
                     break
         if failures:
             raise Conflict(f"cgroup {self.path}: cannot remove: " + "; ".join(failures))
+
+    def remove_if_empty(self) -> bool:
+        """Remove this cgroup's directories where nothing (no task, no child cgroup) is in
+        them — a shared parent like /dockyard, whose owner gives it back when it stops.
+        Never waits: a busy hierarchy keeps its directory. True if none is left."""
+        left = False
+        for d in self.dirs():
+            try:
+                self.fs.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                    raise
+                left = True
+        return not left
 
     def _rmdir_retry(self, d: str, deadline: float) -> str | None:
         delay = 0.001

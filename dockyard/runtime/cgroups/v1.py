@@ -8,10 +8,19 @@ import os
 import time
 from collections.abc import Mapping
 
-from dockyard.errors import DockyardError, InvalidArgument, Unavailable
+from dockyard.errors import InvalidArgument, Unavailable
 
 from . import resources as R
-from .base import FREEZE_TIMEOUT, V1_UNLIMITED, Cgroup, CgroupFs, FreezerState, Stats
+from .base import (
+    FREEZE_TIMEOUT,
+    MKDIR_ATTEMPTS,
+    V1_UNLIMITED,
+    Cgroup,
+    CgroupFs,
+    FreezerState,
+    Stats,
+    mkdir_shared,
+)
 from .notify import EventfdOomWatcher, OomWatcher
 
 TYPE_CHECKING = False
@@ -78,19 +87,18 @@ class V1Cgroup(Cgroup):
 
     def _mkdirs(self, mount: str, created: list[str]) -> None:
         is_cpuset = self.hierarchies.get("cpuset") == mount
-        d = mount
-        for part in self.path.strip("/").split("/"):
-            parent, d = d, os.path.join(d, part)
-            if not self.fs.exists(d):
-                try:
-                    self.fs.mkdir(d)
-                    created.append(d)
-                except FileExistsError:
-                    pass  # a concurrent create of a sibling made the shared parent
-                except OSError as e:
-                    raise DockyardError(f"cgroup: mkdir {d}: {e.strerror}") from None
-            if is_cpuset:
-                self._inherit_cpuset(parent, d)
+        for attempt in range(MKDIR_ATTEMPTS):
+            d = mount
+            try:
+                for part in self.path.strip("/").split("/"):
+                    parent, d = d, os.path.join(d, part)
+                    if not self.fs.exists(d):
+                        mkdir_shared(self.fs, d, created, last=attempt == MKDIR_ATTEMPTS - 1)
+                    if is_cpuset:
+                        self._inherit_cpuset(parent, d)
+                return
+            except FileNotFoundError:
+                continue  # a parent went away meanwhile: walk again
 
     def _inherit_cpuset(self, parent: str, d: str) -> None:
         """A new v1 cpuset starts with no CPUs and no memory nodes, and a task cannot join

@@ -9,10 +9,19 @@ import os
 import time
 from collections.abc import Mapping
 
-from dockyard.errors import DockyardError, InvalidArgument, Unavailable
+from dockyard.errors import InvalidArgument, Unavailable
 
 from . import resources as R
-from .base import FREEZE_TIMEOUT, Cgroup, CgroupFs, FreezerState, Stats, parse_flat_keyed
+from .base import (
+    FREEZE_TIMEOUT,
+    MKDIR_ATTEMPTS,
+    Cgroup,
+    CgroupFs,
+    FreezerState,
+    Stats,
+    mkdir_shared,
+    parse_flat_keyed,
+)
 from .notify import EventsOomWatcher, FileWatch, OomWatcher
 
 TYPE_CHECKING = False
@@ -47,19 +56,17 @@ class V2Cgroup(Cgroup):
         res = R.parse_resources(resources)
         created: list[str] = []
         try:
-            d = self.mount
-            for part in self.path.strip("/").split("/"):
-                self._enable_controllers(d)
-                d = os.path.join(d, part)
-                if self.fs.exists(d):
-                    continue
+            for attempt in range(MKDIR_ATTEMPTS):
+                d = self.mount
                 try:
-                    self.fs.mkdir(d)
-                    created.append(d)
-                except FileExistsError:
-                    pass  # a concurrent create of a sibling made the shared parent
-                except OSError as e:
-                    raise DockyardError(f"cgroup: mkdir {d}: {e.strerror}") from None
+                    for part in self.path.strip("/").split("/"):
+                        self._enable_controllers(d)
+                        d = os.path.join(d, part)
+                        if not self.fs.exists(d):
+                            mkdir_shared(self.fs, d, created, last=attempt == MKDIR_ATTEMPTS - 1)
+                    break
+                except FileNotFoundError:
+                    continue  # a parent went away meanwhile: walk again
             return self._apply(res)
         except BaseException:
             self._rollback(created)
