@@ -15,20 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.engine import leftover_processes, stop_supervisor
+from tests.fixtures.engine import leftover_processes, mounts_under, stop_supervisor
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def mounts_under(path: str) -> list[str]:
-    prefix = os.path.realpath(path).rstrip("/") + "/"
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            mountpoint = line.split()[4].replace("\\040", " ")
-            if (mountpoint + "/").startswith(prefix):
-                out.append(mountpoint)
-    return out
 
 
 @pytest.fixture(scope="session", autouse=True)
