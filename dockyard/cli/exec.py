@@ -78,8 +78,8 @@ def cmd_exec(ctx: Context, args: list[str], prog: str = "dockyard exec") -> int:
                        f"Usage:  {prog} [OPTIONS] CONTAINER COMMAND [ARG...]\n\n"
                        "Execute a command in a running container", 1)
     if o.detach_keys:
-        from dockyard.cli.attach import parse_detach_keys
         from dockyard.errors import InvalidArgument
+        from dockyard.streams.detach import parse_detach_keys
 
         try:
             parse_detach_keys(o.detach_keys)

@@ -225,7 +225,7 @@ class ExecService:
             resolve_user(os.path.join(rec.bundle, "rootfs"), user, list(rec.host_config.get("GroupAdd") or []))
         keys = b""
         if body.get("DetachKeys"):
-            from dockyard.cli.attach import parse_detach_keys
+            from dockyard.streams.detach import parse_detach_keys
 
             try:
                 keys = parse_detach_keys(body["DetachKeys"])

@@ -10,8 +10,8 @@ import struct
 
 import pytest
 
-from dockyard.cli.attach import EscapeMatcher, parse_detach_keys
 from dockyard.errors import InvalidArgument
+from dockyard.streams.detach import EscapeMatcher, parse_detach_keys
 from dockyard.streams.stdcopy import (
     STDERR,
     STDIN,

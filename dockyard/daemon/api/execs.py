@@ -31,7 +31,6 @@ from dockyard.streams.stdcopy import STDERR, STDOUT
 
 _BLOCK = 64 * 1024
 _LINGER = 0.2  # after the exit: how long output may pause before the stream ends
-_DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p, ctrl-q
 
 
 def _svc(request: web.Request) -> Any:
@@ -211,9 +210,13 @@ class _Pump:
         fd = self.fds.get(name, -1) if ex.open_stdin else -1
         matcher = None
         if ex.tty and fd >= 0:
-            from dockyard.cli.attach import EscapeMatcher
+            from dockyard.streams.detach import (
+                DEFAULT_DETACH_KEYS,
+                EscapeMatcher,
+                parse_detach_keys,
+            )
 
-            matcher = EscapeMatcher(ex.detach_keys or _DEFAULT_DETACH_KEYS)
+            matcher = EscapeMatcher(ex.detach_keys or parse_detach_keys(DEFAULT_DETACH_KEYS))
         while True:
             data = await self.stream.read()
             if not data:
