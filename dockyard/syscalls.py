@@ -276,6 +276,22 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return _check(_libc.prctl(int(option), arg2, arg3, arg4, arg5), f"prctl {option}")
 
 
+_NR["seccomp"] = 317 if os.uname().machine == "x86_64" else 277
+_SECCOMP_SET_MODE_FILTER = 1
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: ctypes.Array, instructions: int, flags: int = 0) -> None:
+    """seccomp(SECCOMP_SET_MODE_FILTER): install a BPF program (``program`` holds
+    ``instructions`` struct sock_filter entries) in the calling thread."""
+    fprog = _SockFprog(instructions, ctypes.addressof(program))
+    _syscall("seccomp", ctypes.c_uint(_SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags), ctypes.byref(fprog),
+             context="seccomp(SECCOMP_SET_MODE_FILTER)")
+
+
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 

@@ -22,9 +22,9 @@ translates the OCI vocabulary and mirrors runc's choices:
 
 Everything is built (``prepare``) before anything is installed, and a failed build
 releases the libseccomp context, so a bad profile never leaves a half-installed filter.
-``load`` is safe in a freshly forked child: this module imports and resolves all it needs
-at import time. For the least work in the child, ``prepare`` in the parent and call
-``Filter.load()`` in the child.
+``prepare`` has libseccomp generate the BPF program once and releases its context;
+``Filter.load()`` installs the program with one seccomp(2) call, the least work for a
+freshly forked child.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import errno
 import os
 from collections.abc import Mapping
 
+from dockyard import syscalls
 from dockyard.errors import InvalidArgument, Unavailable
 from dockyard.runtime.seccomp_default import default_profile
 
@@ -68,7 +69,6 @@ if _lib is not None:
     _lib.seccomp_init.restype = ctypes.c_void_p
     _lib.seccomp_release.argtypes = [ctypes.c_void_p]
     _lib.seccomp_release.restype = None
-    _lib.seccomp_load.argtypes = [ctypes.c_void_p]
     _lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
     _lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
     _lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
@@ -77,7 +77,7 @@ if _lib is not None:
     _lib.seccomp_rule_add_array.argtypes = [
         ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp),
     ]
-    _lib.seccomp_export_pfc.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    _lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
 
 _NR_SCMP_ERROR = -1
 
@@ -87,7 +87,6 @@ _ATTR_CTL_TSYNC = 4
 _ATTR_CTL_LOG = 6
 _ATTR_CTL_SSB = 7
 _ATTR_CTL_OPTIMIZE = 8
-_ATTR_API_SYSRAWRC = 9
 
 # Action values from seccomp.h; ERRNO and TRACE carry 16 bits of data.
 _ACT_KILL_THREAD = 0x00000000
@@ -148,6 +147,9 @@ _FLAGS = {
     "SECCOMP_FILTER_FLAG_LOG": _ATTR_CTL_LOG,
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW": _ATTR_CTL_SSB,
 }
+
+# the kernel's SECCOMP_FILTER_FLAG_* bit for each of those libseccomp attributes
+_KERNEL_FLAG = {_ATTR_CTL_TSYNC: 1, _ATTR_CTL_LOG: 2, _ATTR_CTL_SSB: 4}
 
 _MAX_ARGS = 6  # a Linux syscall has at most six arguments
 _U64 = (1 << 64) - 1
@@ -279,7 +281,7 @@ def validate(spec: Mapping[str, Any], strict: bool = False) -> list[str]:
     if strict and plan.unknown:
         raise InvalidArgument("unknown seccomp syscall: " + ", ".join(sorted(set(plan.unknown))))
     if plan.arches or plan.rules:
-        prepare(spec).release()  # and let libseccomp itself judge the rules
+        prepare(spec)  # and let libseccomp itself judge the rules
     return plan.unknown
 
 
@@ -287,58 +289,26 @@ def validate(spec: Mapping[str, Any], strict: bool = False) -> list[str]:
 
 
 class Filter:
-    """A compiled libseccomp context, ready to load. Build it before forking: the child
-    then only has to call ``load()`` (a single libseccomp call)."""
+    """A profile compiled to the kernel's BPF program, ready to install. libseccomp
+    generates the BPF once, in the process that prepares the filter; installing it is a
+    single seccomp(2) call, so a forked child neither runs libseccomp (~4 ms of BPF
+    generation per container) nor needs the library's context kept alive for it."""
 
-    def __init__(self, ctx: int, unknown: list[str]) -> None:
-        self._ctx: int | None = ctx
+    def __init__(self, program: bytes, flags: int, unknown: list[str]) -> None:
+        self.program = program  # struct sock_filter[], 8 bytes per instruction
+        self.flags = flags  # SECCOMP_FILTER_FLAG_* for seccomp(2)
         self.unknown = unknown  # syscall names skipped as unknown
+        self._buffer = ctypes.create_string_buffer(program, len(program))  # made before any fork
 
     def load(self) -> None:
-        """Install the filter in the calling thread's process (and release the context)."""
-        lib = _require_lib()
-        if self._ctx is None:
-            raise InvalidArgument("seccomp filter already loaded or released")
-        rc = lib.seccomp_load(self._ctx)
-        self.release()
-        if rc < 0:
-            err = -rc
-            if err == errno.EACCES:
-                raise OSError(err, "seccomp: loading a filter needs no_new_privs or CAP_SYS_ADMIN "
-                                   "(set process.noNewPrivileges, or load before dropping capabilities)")
-            raise OSError(err, f"seccomp: loading the filter: {os.strerror(err)}")
-
-    def pfc(self) -> str:
-        """libseccomp's pseudo filter code for the compiled filter (for debugging)."""
-        lib = _require_lib()
-        if self._ctx is None:
-            raise InvalidArgument("seccomp filter already loaded or released")
-        fd = os.memfd_create("seccomp-pfc", os.MFD_CLOEXEC)
+        """Install the filter in the calling process."""
         try:
-            rc = lib.seccomp_export_pfc(self._ctx, fd)
-            if rc < 0:
-                raise OSError(-rc, f"seccomp_export_pfc: {os.strerror(-rc)}")
-            os.lseek(fd, 0, os.SEEK_SET)
-            chunks = []
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-            return b"".join(chunks).decode()
-        finally:
-            os.close(fd)
-
-    def release(self) -> None:
-        if self._ctx is not None and _lib is not None:
-            _lib.seccomp_release(self._ctx)
-        self._ctx = None
-
-    def __enter__(self) -> Filter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-    def __del__(self) -> None:
-        self.release()
+            syscalls.seccomp_set_filter(self._buffer, len(self.program) // 8, self.flags)
+        except OSError as e:
+            if e.errno == errno.EACCES:
+                raise OSError(e.errno, "seccomp: loading a filter needs no_new_privs or CAP_SYS_ADMIN "
+                                       "(set process.noNewPrivileges, or load before dropping capabilities)") from None
+            raise OSError(e.errno, f"seccomp: loading the filter: {os.strerror(e.errno)}") from None
 
 
 def _check(rc: int, what: str) -> None:
@@ -356,8 +326,6 @@ def prepare(spec: Mapping[str, Any]) -> Filter:
     try:
         # no_new_privs belongs to process.noNewPrivileges, not to the filter (runc)
         _check(lib.seccomp_attr_set(ctx, _ATTR_CTL_NNP, 0), "clearing the no_new_privs attribute")
-        # errors from seccomp_load as the kernel's errno (EACCES, ...); libseccomp >= 2.5
-        lib.seccomp_attr_set(ctx, _ATTR_API_SYSRAWRC, 1)
         for arch, token in plan.arches:
             rc = lib.seccomp_arch_add(ctx, token)
             if rc < 0 and rc != -errno.EEXIST:  # the native arch is already there
@@ -373,10 +341,26 @@ def prepare(spec: Mapping[str, Any]) -> Filter:
             conds = (_ArgCmp * max(len(rule.conds), 1))(*[_ArgCmp(*c) for c in rule.conds])
             rc = lib.seccomp_rule_add_array(ctx, rule.action, nr, len(rule.conds), conds)
             _check(rc, f"adding a rule for syscall {rule.name}")
-    except BaseException:
+        return Filter(_export_bpf(lib, ctx), _kernel_flags(plan.flags), plan.unknown)
+    finally:
         lib.seccomp_release(ctx)
-        raise
-    return Filter(ctx, plan.unknown)
+
+
+def _export_bpf(lib: ctypes.CDLL, ctx: int) -> bytes:
+    fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
+    try:
+        _check(lib.seccomp_export_bpf(ctx, fd), "generating the BPF program")
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _kernel_flags(attrs: list[int]) -> int:
+    return sum(_KERNEL_FLAG[attr] for attr in set(attrs))
 
 
 _compiled: dict[str, Filter] = {}
@@ -386,7 +370,7 @@ _COMPILED_MAX = 16
 def prepare_shared(spec: Mapping[str, Any]) -> Filter:
     """``prepare`` memoised by profile content, for a long-lived process that forks many
     containers with the same profile (compiling docker's default takes ~3 ms). The Filter
-    returned is shared: only forked children may ``load`` it (which releases their copy)."""
+    returned is shared: only forked children may ``load`` it."""
     from dockyard import jsonc
 
     key = jsonc.dumps(spec, sort_keys=True, separators=(",", ":"))
@@ -394,7 +378,7 @@ def prepare_shared(spec: Mapping[str, Any]) -> Filter:
     if flt is None:
         flt = prepare(spec)
         if len(_compiled) >= _COMPILED_MAX:
-            _compiled.pop(next(iter(_compiled))).release()
+            del _compiled[next(iter(_compiled))]
         _compiled[key] = flt
     return flt
 
