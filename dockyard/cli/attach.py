@@ -27,6 +27,7 @@ from dockyard.streams.detach import DEFAULT_DETACH_KEYS, EscapeMatcher, parse_de
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
 if TYPE_CHECKING:
     import socket
+    import threading
     from typing import IO, Any
 
 __all__ = [
@@ -106,10 +107,9 @@ class _Pump:
         self.tty = tty
         self.matcher = EscapeMatcher(detach_keys) if tty and detach_keys else None
         self.detached = False
-        import threading
-
-        self._stop = threading.Event()
-        # The pipe wakes a poll() on stdin; the event is what a thread checks.
+        # The pipe wakes the input thread's poll() on stdin; the flag is what it checks
+        # (a plain attribute: threading is imported only when there is an input thread).
+        self._stopped = False
         self._stop_r, self._stop_w = os.pipe()
 
     def close(self) -> None:
@@ -170,10 +170,10 @@ class _Pump:
             pass
 
     def _stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stopped
 
     def stop_input(self) -> None:
-        self._stop.set()
+        self._stopped = True
         os.write(self._stop_w, b"x")
 
     # -- output, in the calling thread
@@ -238,6 +238,8 @@ def pump(
             else:
                 # A daemon thread: a stdin without a descriptor can't be interrupted,
                 # and must not keep the process alive.
+                import threading
+
                 input_thread = threading.Thread(target=p.copy_input, name="attach-stdin", daemon=True)
                 input_thread.start()
             try:

@@ -28,7 +28,7 @@ from dockyard.errors import DockyardError, InvalidArgument
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from typing import IO, Any
 
 __all__ = [
@@ -906,19 +906,23 @@ class APIClient:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
+        meanwhile: Callable[[], object] | None = None,
     ) -> Response:
         """One API call. ``body``: dict/list (sent as JSON), str, bytes, None, or a
-        file/iterable of bytes (sent chunked, like :meth:`post_stream`).
+        file/iterable of bytes (sent chunked, like :meth:`post_stream`). ``meanwhile``
+        runs once the request is sent, while the daemon works on it (work the caller
+        needs next, such as imports, overlaps the daemon's instead of following it).
 
         Raises :class:`APIError` for status >= 400 (docker's client treats 1xx-3xx,
         e.g. 304 "already started", as success), :class:`DaemonUnreachable` when
         the daemon can't be reached.
         """
         payload, hdrs = self._headers(body, headers)
-        return self._exchange(method, self.url(path, params), payload, hdrs, stream)
+        return self._exchange(method, self.url(path, params), payload, hdrs, stream, meanwhile)
 
     def _exchange(
-        self, method: str, url: str, payload: Any, hdrs: dict[str, str], stream: bool
+        self, method: str, url: str, payload: Any, hdrs: dict[str, str], stream: bool,
+        meanwhile: Callable[[], object] | None = None,
     ) -> Response:
         names = {k.lower() for k in hdrs}
         framed = "content-length" in names or "transfer-encoding" in names
@@ -940,6 +944,9 @@ class APIClient:
                 conn.sock.sendall(head)
                 if payload:
                     conn.sock.sendall(payload)
+                if meanwhile is not None:
+                    meanwhile()
+                    meanwhile = None
                 resp = self._response(conn, method)
             except OSError as e:
                 conn.close()
@@ -1009,8 +1016,9 @@ class APIClient:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
+        meanwhile: Callable[[], object] | None = None,
     ) -> Response:
-        return self.request("POST", path, params, body, headers, stream)
+        return self.request("POST", path, params, body, headers, stream, meanwhile)
 
     def put(
         self,

@@ -19,6 +19,7 @@ from dockyard.cli.main import new_parser
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -453,13 +454,14 @@ def _daemon_failure(prog: str, message: str) -> CLIError:
     return CLIError(f"dockyard: Error response from daemon: {message}\nSee 'dockyard {cmd} --help'.", 125)
 
 
-def _create(ctx: Context, o: argparse.Namespace, prog: str, attach_stdin: bool) -> str:
+def _create(ctx: Context, o: argparse.Namespace, prog: str, attach_stdin: bool,
+            meanwhile: Callable[[], object] | None = None) -> str:
     from dockyard.cli.client import APIError
 
     body = _build_create_body(o, attach_stdin)
     params = {"name": o.name} if o.name else None
     try:
-        result = ctx.client.post("/containers/create", params=params, body=body).json()
+        result = ctx.client.post("/containers/create", params=params, body=body, meanwhile=meanwhile).json()
     except APIError as e:
         if e.status == 404 and "No such image" in e.message:
             ctx.error(f"Unable to find image '{_tagged(o.image)}' locally")
@@ -477,7 +479,9 @@ def cmd_create(ctx: Context, args: list[str], prog: str = "dockyard create") -> 
 
 def cmd_run(ctx: Context, args: list[str], prog: str = "dockyard run") -> int:
     o = _parse_run_args(prog, "Create and run a new container from an image", args, run=True)
-    cid = _create(ctx, o, prog, attach_stdin=o.interactive and not o.detach)
+    # the attach code's imports overlap the daemon's create
+    cid = _create(ctx, o, prog, attach_stdin=o.interactive and not o.detach,
+                  meanwhile=None if o.detach else _import_attach)
     from dockyard.cli.client import APIError
 
     client = ctx.client
@@ -490,6 +494,14 @@ def cmd_run(ctx: Context, args: list[str], prog: str = "dockyard run") -> int:
         return 0
     return _attach_start_wait(ctx, cid, prog, stdin=o.interactive, tty=o.tty,
                               condition="removed" if o.rm else "next-exit", code=125)
+
+
+def _import_attach() -> None:
+    """What attaching to a container imports (the hijack needs socket.py, ~4 ms)."""
+    import socket  # noqa: F401
+
+    import dockyard.cli.attach  # noqa: F401
+    import dockyard.streams.stdcopy  # noqa: F401
 
 
 def _attach_start_wait(ctx: Context, cid: str, prog: str, stdin: bool, tty: bool, condition: str, code: int) -> int:

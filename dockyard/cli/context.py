@@ -4,12 +4,11 @@ plus the one place where errors become docker's messages and exit codes."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import IO, Any
-
 
 
 class Context:

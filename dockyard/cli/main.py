@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -141,12 +140,25 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"dockyard: '{command}' is not a dockyard command.\nSee 'dockyard --help'\n")
         return 1
     module_name, func_name = COMMANDS[command]
-    module = importlib.import_module(f"dockyard.cli.{module_name}")
+    module = __import__(f"dockyard.cli.{module_name}", fromlist=["_"])  # importlib costs ~0.7 ms
     from dockyard.cli.context import Context
 
     ctx = Context(host=host, debug=debug)
     return ctx.run(getattr(module, func_name), args)
 
 
+def entry() -> None:
+    """The console script. Once the output is flushed it exits without the interpreter's
+    teardown (freeing every module and object: ~5 ms nobody waits for usefully); every
+    thread the CLI starts is a daemon thread, so nothing is cut short."""
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # stdout closed early (`dockyard ps | head -1`): the code stands
+        pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
