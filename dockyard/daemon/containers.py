@@ -43,6 +43,7 @@ from dockyard.faults import crash_point
 from dockyard.humanize import human_duration
 from dockyard.logs import LogRecord, format_time, read_logs
 from dockyard.mount import is_mounted, mount_all, unmount_all
+from dockyard.snapshots import Kind
 
 log = logging.getLogger("dockyard.containers")
 
@@ -105,6 +106,17 @@ def _console_size(host_config: dict[str, Any]) -> dict[str, int]:
     return {}
 
 
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def _is_container_id(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
 def _now() -> str:
     return format_time(time.time_ns())
 
@@ -164,6 +176,7 @@ class ContainerService:
         self._creating: set[str] = set()  # records whose supervisor side is not made yet
         self._restarting: set[str] = set()  # a restart's stop must not trigger AutoRemove
         self._cgroups: dict[str, Any] = {}  # id -> its Cgroup (stats, top), opened on first use
+        self._collecting: set[str] = set()  # removed containers whose files are being deleted
 
     # ------------------------------------------------------------------ records
 
@@ -393,12 +406,13 @@ class ContainerService:
                     sup.call("delete", id=rec.id, force=True, restart=True)
                 self._sup_create(rec)
             try:
-                sup.call("start", id=rec.id)
+                st = sup.call("start", id=rec.id)
             except NotFound:  # the supervisor lost it (e.g. a new one after a crash)
                 self._sup_create(rec)
-                sup.call("start", id=rec.id)
+                st = sup.call("start", id=rec.id)
             crash_point("start:supervisor")
-            st = sup.call("state", id=rec.id)
+            if "pid" not in st:  # a supervisor from before start answered with the pid
+                st = sup.call("state", id=rec.id)
             with self._lock:
                 rec = self._refresh(rec)
                 rec.status, rec.pid, rec.error = "running", int(st.get("pid") or 0), ""
@@ -521,27 +535,65 @@ class ContainerService:
                 with contextlib.suppress(Conflict, NotFound):
                     self._signal(rec, int(signal.SIGKILL))
                 self._wait_exited(rec.id, 30)
-            self._teardown(rec)
+            self._teardown(rec, destroyed=True)
         with self._lock:
             self._id_locks.pop(rec.id, None)
             self._exits.pop(rec.id, None)
             self._cgroups.pop(rec.id, None)
-        self.event(rec, "destroy")
 
-    def _teardown(self, rec: Record) -> None:
-        """Remove everything a container has, whatever state create left it in."""
+    def _teardown(self, rec: Record, destroyed: bool = False) -> None:
+        """Remove everything a container has, whatever state create left it in
+        (``destroyed``: a container clients knew of, whose removal is a "destroy" event).
+
+        The record goes as soon as the supervisor's container (its processes, its cgroup)
+        is gone: that answers ``wait?condition=removed`` (``docker run --rm``) without
+        waiting for the files. Until they are deleted too, ``settle()`` waits for them;
+        should the daemon die in between, ``remove_orphans()`` at the next start deletes
+        the files no record owns."""
         with contextlib.suppress(NotFound):
             self._sup().call("delete", id=rec.id, force=True)
-        rootfs = os.path.join(rec.bundle, "rootfs")
-        if os.path.isdir(rootfs):
-            unmount_all(rootfs)
-        shutil.rmtree(rec.bundle, ignore_errors=True)
-        with contextlib.suppress(NotFound):
-            self.snapshotter.remove(rec.snapshot_key)
-        shutil.rmtree(os.path.dirname(rec.log_path), ignore_errors=True)
         with self._lock:
             self._db.execute("DELETE FROM containers WHERE id = ?", (rec.id,))
+            self._collecting.add(rec.id)
+            if destroyed:  # published before any waiter can answer: its client sees it
+                self.event(rec, "destroy")
             self._changed.notify_all()
+        try:
+            crash_point("remove:record")
+            self._remove_files(rec.id, rec.bundle, rec.snapshot_key, os.path.dirname(rec.log_path))
+        finally:
+            with self._lock:
+                self._collecting.discard(rec.id)
+                self._changed.notify_all()
+
+    def _remove_files(self, cid: str, bundle: str, snapshot_key: str, log_dir: str) -> None:
+        rootfs = os.path.join(bundle, "rootfs")
+        if os.path.isdir(rootfs):
+            unmount_all(rootfs)
+        shutil.rmtree(bundle, ignore_errors=True)
+        with contextlib.suppress(NotFound):
+            self.snapshotter.remove(snapshot_key)
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until the files of removed containers are deleted (see ``_teardown``):
+        whoever looks at containers, or removes the images under them, sees them gone."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._collecting, timeout)
+
+    def remove_orphans(self) -> None:
+        """At daemon start: delete the bundles, container snapshots and log directories no
+        record owns (a daemon that died between a removal's record and its files)."""
+        with self._lock:
+            ids = {row[0] for row in self._db.execute("SELECT id FROM containers")}
+        bundles = os.path.join(self.exec_root, "bundles")
+        logs = os.path.join(self.data_root, "containers")
+        found = set(_listdir(bundles)) | set(_listdir(logs))
+        found |= {i.name for i in self.snapshotter.walk() if i.kind is Kind.ACTIVE}
+        for cid in sorted(found - ids):
+            if _is_container_id(cid):
+                log.warning("removing the files of container %s: it has no record", cid)
+                self._remove_files(cid, os.path.join(bundles, cid), cid, os.path.join(logs, cid))
 
     # ------------------------------------------------------------------ inspect / list
 
@@ -601,6 +653,7 @@ class ContainerService:
 
     def list(self, all: bool = False, filters: dict[str, list[str]] | None = None,
              limit: int | None = None, size: bool = False) -> list[dict[str, Any]]:
+        self.settle()
         flt = filters or {}
         recs = sorted(self._all(), key=lambda r: r.created, reverse=True)
         if limit is not None and limit <= 0:
@@ -867,6 +920,7 @@ class ContainerService:
         containers keeps no trace of it; running ones — live restore — keep it)."""
         from dockyard.runtime.cgroups import open_cgroup
 
+        self.settle()
         with contextlib.suppress(DockyardError, OSError):
             open_cgroup(CGROUP_PARENT).remove_if_empty()
         with self._lock:

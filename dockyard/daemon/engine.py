@@ -54,6 +54,7 @@ class Engine:
         if self._socket_answers():
             self._connect()
         self.containers.remove_incomplete()
+        self.containers.remove_orphans()
 
     # ------------------------------------------------------------------ supervisor
 

@@ -561,7 +561,7 @@ class Supervisor(ExecOps):
         self.runtime.start(c.id)
         c.started_at = _now()
         self.save(c)
-        return {}
+        return {"pid": c.pid, "started_at": c.started_at}
 
     def op_kill(self, req: dict[str, Any]) -> dict[str, Any]:
         c = self._get(req.get("id"))

@@ -1,7 +1,7 @@
 """What a daemon leaves on the host. Killed (SIGKILL) in the middle of a create or a
 start: once it is started again, the half-made container is gone without a trace (create)
 or is running under the new daemon (start) — no mounts, cgroups, snapshots or processes
-left either way.
+left either way. Killed in a removal after the record went, the files go at the next start.
 
 The daemon kills itself at a named point (``DOCKYARD_CRASH_AT``, dockyard/faults.py), so
 each case hits exactly the window it names. Stopped cleanly with no container left, it
@@ -87,6 +87,32 @@ def test_crash_during_start_keeps_the_container(tmp_path: Path, busybox_tar: Pat
         assert _container_cgroups() == cgroups
     finally:
         d.docker("rm", "-f", "started", check=False)
+        _stop_and_check(d)
+
+
+@pytest.mark.parametrize("how", ["run --rm", "rm"])
+def test_crash_during_remove_leaves_nothing(how: str, tmp_path: Path, busybox_tar: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed once the record is gone but before the container's files are (the window
+    that lets `run --rm` answer early): the next daemon deletes what no record owns."""
+    d = _crashing_daemon(tmp_path / "d", "remove:record", monkeypatch, busybox_tar)
+    image_snapshots = _snapshots(d)
+    cgroups = _container_cgroups()
+    try:
+        if how == "rm":
+            d.docker("create", "--name", "gone", "busybox", "true")
+            assert d.docker("rm", "gone", check=False).returncode != 0
+        else:
+            d.docker("run", "--rm", "--name", "gone", "busybox", "true", check=False)
+        d = _restart_after_crash(d)
+        assert d.docker("ps", "-aq").stdout == ""
+        assert list((d.root / "exec" / "bundles").iterdir()) == []
+        assert mounts_under(str(d.root)) == []
+        assert _snapshots(d) == image_snapshots
+        assert list((d.root / "data" / "containers").iterdir()) == []
+        assert _container_cgroups() == cgroups
+        assert d.docker("run", "--rm", "--name", "gone", "busybox", "echo", "ok").stdout == "ok\n"
+    finally:
         _stop_and_check(d)
 
 

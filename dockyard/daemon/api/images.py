@@ -62,6 +62,7 @@ async def tag_image(request: web.Request) -> web.Response:
 
 async def remove_image(request: web.Request) -> web.Response:
     svc = engine_of(request).images
+    await asyncio.to_thread(engine_of(request).containers.settle)  # their layers sit on the image's
     image_id = await asyncio.to_thread(svc.resolve_id, param(request, "name"))
     labels = await asyncio.to_thread(_labels, engine_of(request), image_id)  # untag: as it was
     result = await asyncio.to_thread(svc.remove, param(request, "name"), qbool(request, "force"))
@@ -153,6 +154,7 @@ async def prune_images(request: web.Request) -> web.Response:
         wanted["label"] = flt["label"]
     deleted: list[dict[str, str]] = []
     reclaimed = 0
+    await asyncio.to_thread(engine_of(request).containers.settle)
     # (images used by containers will be kept here once containers exist)
     for summary in await asyncio.to_thread(svc.list, wanted):
         try:
