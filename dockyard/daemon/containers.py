@@ -177,6 +177,7 @@ class ContainerService:
         self._restarting: set[str] = set()  # a restart's stop must not trigger AutoRemove
         self._cgroups: dict[str, Any] = {}  # id -> its Cgroup (stats, top), opened on first use
         self._collecting: set[str] = set()  # removed containers whose files are being deleted
+        self._removed_exits: dict[str, int] = {}  # the last removals' exit codes, for their waiters
 
     # ------------------------------------------------------------------ records
 
@@ -311,6 +312,7 @@ class ContainerService:
                 auto_remove = bool(rec.host_config.get("AutoRemove")) and cid not in self._restarting
                 self.event(rec, "die", self._die_attributes(rec))
                 self._save(rec)
+                self._changed.notify_all()
             if auto_remove:
                 with contextlib.suppress(NotFound):
                     self.remove(cid, force=True)
@@ -500,20 +502,18 @@ class ContainerService:
             with self._changed:
                 while True:
                     cur = self._by_id(cid)
+                    if cur is None:  # removed: its exit code as the removal left it
+                        return {"StatusCode": self._removed_exits.get(cid, last.exit_code), "Error": None}
                     if condition == "removed":
-                        if cur is None:
-                            return {"StatusCode": last.exit_code, "Error": None}
-                    elif cur is None:
-                        return {"StatusCode": last.exit_code, "Error": None}
+                        pass
                     elif condition == "next-exit":
                         if self._exits.get(cid, 0) > seen:
                             return {"StatusCode": cur.exit_code, "Error": None}
                     elif not cur.running:
                         return {"StatusCode": cur.exit_code, "Error": None}
-                    if cur is not None:
-                        last = cur
-                        if cur.running and cid not in self._monitored:
-                            self._monitor(cid)
+                    last = cur
+                    if cur.running and cid not in self._monitored:
+                        self._monitor(cid)
                     self._changed.wait()
 
         last = rec
@@ -535,6 +535,7 @@ class ContainerService:
                 with contextlib.suppress(Conflict, NotFound):
                     self._signal(rec, int(signal.SIGKILL))
                 self._wait_exited(rec.id, 30)
+                rec = self._refresh(rec)  # with its exit code
             self._teardown(rec, destroyed=True)
         with self._lock:
             self._id_locks.pop(rec.id, None)
@@ -545,21 +546,23 @@ class ContainerService:
         """Remove everything a container has, whatever state create left it in
         (``destroyed``: a container clients knew of, whose removal is a "destroy" event).
 
-        The record goes as soon as the supervisor's container (its processes, its cgroup)
-        is gone: that answers ``wait?condition=removed`` (``docker run --rm``) without
-        waiting for the files. Until they are deleted too, ``settle()`` waits for them;
-        should the daemon die in between, ``remove_orphans()`` at the next start deletes
-        the files no record owns."""
-        with contextlib.suppress(NotFound):
-            self._sup().call("delete", id=rec.id, force=True)
+        The record goes first: that answers ``wait?condition=removed`` (``docker run
+        --rm``) without waiting for the supervisor's container (its cgroup) and the files
+        to be deleted. Until they are, ``settle()`` waits for them; should the daemon die
+        in between, ``remove_orphans()`` at the next start deletes what no record owns."""
         with self._lock:
             self._db.execute("DELETE FROM containers WHERE id = ?", (rec.id,))
+            self._removed_exits[rec.id] = rec.exit_code
+            if len(self._removed_exits) > 256:
+                del self._removed_exits[next(iter(self._removed_exits))]
             self._collecting.add(rec.id)
             if destroyed:  # published before any waiter can answer: its client sees it
                 self.event(rec, "destroy")
             self._changed.notify_all()
         try:
             crash_point("remove:record")
+            with contextlib.suppress(NotFound):
+                self._sup().call("delete", id=rec.id, force=True)
             self._remove_files(rec.id, rec.bundle, rec.snapshot_key, os.path.dirname(rec.log_path))
         finally:
             with self._lock:
@@ -582,10 +585,18 @@ class ContainerService:
             self._changed.wait_for(lambda: not self._collecting, timeout)
 
     def remove_orphans(self) -> None:
-        """At daemon start: delete the bundles, container snapshots and log directories no
-        record owns (a daemon that died between a removal's record and its files)."""
+        """At daemon start: delete the supervisor's containers, bundles, container
+        snapshots and log directories no record owns (a daemon that died between a
+        removal's record and the rest)."""
         with self._lock:
             ids = {row[0] for row in self._db.execute("SELECT id FROM containers")}
+        sup = self.engine.running_supervisor()
+        if sup is not None:
+            for c in sup.call("list")["containers"]:
+                if c["id"] not in ids:
+                    log.warning("removing container %s from the supervisor: it has no record", c["id"])
+                    with contextlib.suppress(NotFound):
+                        sup.call("delete", id=c["id"], force=True)
         bundles = os.path.join(self.exec_root, "bundles")
         logs = os.path.join(self.data_root, "containers")
         found = set(_listdir(bundles)) | set(_listdir(logs))

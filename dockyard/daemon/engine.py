@@ -75,6 +75,10 @@ class Engine:
         self.containers.reconcile(client)
         return client
 
+    def running_supervisor(self) -> SupervisorClient | None:
+        """The client of a supervisor already connected to, without starting one."""
+        return self._sup_client
+
     def supervisor(self) -> SupervisorClient:
         """The supervisor's client; the supervisor is started on first use."""
         client = self._sup_client

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import Daemon
+from tests.conftest import Daemon, mounts_under
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
@@ -33,6 +33,19 @@ def test_run_rm_echo(cli: Daemon) -> None:
     assert res.returncode == 0
     assert res.stdout == "hello\n"
     assert name not in cli.cli("ps", "-a", "--format", "{{.Names}}").stdout.split()
+
+
+def test_run_rm_exit_codes(cli: Daemon) -> None:
+    """run --rm's waiter is answered when the record goes, with the exit code the exit
+    left (not the one of the record the waiter saw last, before the exit), and the name
+    is free at once; the container's files follow (ps settles on them)."""
+    name = _name()
+    for code in (3, 0, 137, 42, 1):
+        res = cli.cli("run", "--rm", "--name", name, "busybox", "sh", "-c", f"exit {code}", check=False)
+        assert res.returncode == code, res.stderr
+    assert cli.cli("ps", "-aq").stdout == ""
+    assert list((cli.root / "exec" / "bundles").iterdir()) == []
+    assert mounts_under(str(cli.root / "exec")) == []
 
 
 def test_run_exit_code_and_stderr(cli: Daemon) -> None:
