@@ -164,9 +164,14 @@ def _parse_run_args(prog: str, description: str, args: list[str], run: bool) -> 
     return p.parse_args(_bools(p, args))
 
 
-def _fast_run_args(args: list[str], run: bool) -> Any:
-    from types import SimpleNamespace
+class _Options:
+    """Parsed flags as attributes, like argparse's Namespace (``types`` costs an import)."""
 
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+def _fast_run_args(args: list[str], run: bool) -> Any:
     by_name: dict[str, tuple[str, str]] = {}
     values: dict[str, Any] = {}
     for names, kind, _help in _run_flags(run):
@@ -231,7 +236,7 @@ def _fast_run_args(args: list[str], run: bool) -> Any:
         i += 1
     if i >= len(args) or args[i] == "-":
         return None  # no image: argparse's error
-    return SimpleNamespace(**values, image=args[i], command=args[i + 1:])
+    return _Options(**values, image=args[i], command=args[i + 1:])
 
 
 def _env_entry(value: str) -> str | None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
 
 from dockyard.cli.units import human_size
 from dockyard.errors import DockyardError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from typing import Any, TextIO
 
 __all__ = ["StreamError", "display_stream", "progress_string", "go_duration"]
@@ -162,7 +162,7 @@ def display_stream(
     write = out.write
 
     for msg in messages:
-        if not isinstance(msg, Mapping):
+        if not isinstance(msg, dict):
             continue
         if msg.get("aux") is not None:
             aux.append(msg["aux"])
@@ -211,7 +211,7 @@ def _display(
     if err_detail is not None or msg.get("error"):
         code = None
         message = msg.get("error") or ""
-        if isinstance(err_detail, Mapping):
+        if isinstance(err_detail, dict):
             code = err_detail.get("code")
             message = err_detail.get("message") or message
         if code == 401:
@@ -220,7 +220,7 @@ def _display(
 
     stream = msg.get("stream") or ""
     status = msg.get("status") or ""
-    detail_map: Mapping[str, Any] = detail if isinstance(detail, Mapping) else {}
+    detail_map: Mapping[str, Any] = detail if isinstance(detail, dict) else {}
     endl = ""
     if tty and not stream and detail is not None:
         write(_ERASE_LINE + "\r")

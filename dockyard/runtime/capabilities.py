@@ -194,6 +194,15 @@ def keep_caps_across_setuid(enable: bool = True) -> None:
 
 
 def _host_bounding(top: int) -> int:
+    """This process's bounding set: one read of /proc/self/status where a procfs is
+    mounted, else one PR_CAPBSET_READ per capability."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"CapBnd:"):
+                    return int(line.split()[1], 16) & ((1 << (top + 1)) - 1)
+    except (OSError, ValueError):
+        pass
     mask = 0
     for num in range(top + 1):
         if syscalls.prctl(syscalls.Prctl.CAPBSET_READ, num) == 1:

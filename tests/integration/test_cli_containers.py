@@ -48,6 +48,14 @@ def test_run_rm_exit_codes(cli: Daemon) -> None:
     assert mounts_under(str(cli.root / "exec")) == []
 
 
+@pytest.mark.parametrize("init", [[], ["--init"]])
+def test_container_signals_are_default(cli: Daemon, init: list[str]) -> None:
+    """Nothing ignored, nothing blocked in the command: the supervisor's Python ignores
+    SIGPIPE and SIGXFSZ, and an ignored disposition survives execve."""
+    out = cli.cli("run", "--rm", *init, "busybox", "grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status").stdout
+    assert out.split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16], out
+
+
 def test_run_exit_code_and_stderr(cli: Daemon) -> None:
     name = _name()
     res = cli.cli("run", "--name", name, "busybox", "sh", "-c", "echo e >&2; exit 3", check=False)
