@@ -134,10 +134,11 @@ def main() -> None:
     proc = None
     try:
         if args.cli == "venv":
-            # daemon, supervisor and CLI as installed (with bytecode), not from this tree
+            # daemon, supervisor and CLI as installed (with bytecode), not from this tree:
+            # nothing of the tree on PYTHONPATH (its modules would shadow the installed ones)
             dockyard = install_venv(work / "venv")
-            proc, host = start_daemon(work, {k: v for k, v in env.items() if k != "PYTHONPATH"},
-                                      str(work / "venv" / "bin" / "python"))
+            env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+            proc, host = start_daemon(work, env, str(work / "venv" / "bin" / "python"))
             cli = [dockyard, "-H", host]
             notes.append(f"dockyardd, its supervisor and the CLI (`{dockyard}`) from a venv install of this tree")
         else:
