@@ -32,6 +32,7 @@ import select
 import sys
 from collections.abc import Callable, Iterator
 
+from dockyard import syscalls
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.runtime import stages
 from dockyard.runtime import state as st
@@ -116,6 +117,7 @@ class Runtime:
         self.store = StateStore(self.root)
         self.warn = warn or _default_warn
         self.debug = debug or (lambda _msg: None)
+        self.netns_pool: Any = None  # a NetnsPool (netns_pool.py), for a long-lived caller
 
     # ------------------------------------------------------------------ queries
 
@@ -248,6 +250,12 @@ class Runtime:
         cg = open_cgroup(cgroup_path)
         rootfs = rootfs_path(spec, bundle)
         ns_fds = namespaces.open_paths(nsmap)
+        flags = namespaces.new_flags(nsmap)
+        if self.netns_pool is not None and "network" in nsmap and nsmap["network"] is None and "user" not in nsmap:
+            spare = self.netns_pool.take()
+            if spare is not None:  # made ahead, lo up: joined instead of unshared
+                ns_fds["network"] = spare
+                flags &= ~syscalls.CloneFlag.NEWNET
         console_sock = None
         try:
             if proc.get("terminal"):
@@ -269,7 +277,7 @@ class Runtime:
                     ctx = stages.InitContext(
                         spec=spec, bundle=bundle, rootfs=rootfs, ns_fds=ns_fds,
                         new_user="user" in nsmap and nsmap["user"] is None,
-                        flags=namespaces.new_flags(nsmap), fifo_fd=fifo_fd, console=console_sock,
+                        flags=flags, fifo_fd=fifo_fd, console=console_sock,
                         opts=opts, seccomp=seccomp_filter,
                     )
                     stage1 = stages.fork(child, stages.stage1_create, ctx, keep=[fifo_fd, *_fds(console_sock), *ns_fds.values()],

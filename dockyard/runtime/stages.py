@@ -74,7 +74,7 @@ def _child_start(sock: Socket, keep: list[int], preserve: int) -> None:
     process.reset_signals()
     # The state-dir lock, the parent's end of the socket, log files...: none of the
     # runtime's fds may stay open here (a held flock would block `start` forever).
-    _close_all_but(sorted({0, 1, 2, *range(3, 3 + preserve), sock.fileno(), *keep}))
+    close_all_but(sorted({0, 1, 2, *range(3, 3 + preserve), sock.fileno(), *keep}))
 
 
 def _install_stdio(stdio: tuple[int, int, int]) -> None:
@@ -87,7 +87,8 @@ def _install_stdio(stdio: tuple[int, int, int]) -> None:
         os.close(fd)
 
 
-def _close_all_but(keep: list[int]) -> None:
+def close_all_but(keep: list[int]) -> None:
+    """Close every fd but ``keep`` (sorted)."""
     from dockyard import syscalls
 
     prev = -1

@@ -53,6 +53,7 @@ from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.logs.jsonfile import JSONFileWriter, format_time, parse_log_opts
 from dockyard.runtime import usock
 from dockyard.runtime.container import CreateOptions, Runtime
+from dockyard.runtime.netns_pool import NetnsPool
 from dockyard.supervisor import SOCKET_NAME
 from dockyard.supervisor.connection import Connection, Listener
 from dockyard.supervisor.execs import ExecOps
@@ -68,6 +69,8 @@ _ATTACH_LOW = 256 * 1024  # ... until every attached connection is below this
 _FRAME = struct.Struct(">BxxxL")  # docker's stdcopy header: stream, 3 zero bytes, length
 _STREAM_IDS = {"stdout": 1, "stderr": 2}
 _TRIM_DELAY = 0.5  # seconds after a request before the C heap's free pages are given back
+_REFILL_FIRST = 0.1  # seconds after start-up before the first spare network namespaces
+_REFILL_DELAY = 0.02  # seconds after a create (its start comes first)
 _UNKNOWN_EXIT = 255  # docker's code for "exit status not known"
 _REAP_GRACE = 1.0  # seconds an adopted init's new parent gets to reap it (see _adopted_exit)
 
@@ -161,6 +164,7 @@ class Supervisor(ExecOps):
         self.state_dir = os.path.join(self.root, "containers")
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self.runtime = Runtime(runtime_root, delegate=False)
+        self.runtime.netns_pool = NetnsPool()
         self.containers: dict[str, Container] = {}
         self.by_pid: dict[int, Container] = {}
         self.loop = loop
@@ -168,6 +172,8 @@ class Supervisor(ExecOps):
         self._consoles = 0  # console sockets made: their names
         self.pending_attach: dict[str, list[Connection]] = {}  # id -> attach streams for its next run
         self._trim: Any = None  # the pending malloc_trim timer
+        self._refill: Any = None  # the pending refill of the network namespace pool
+        self.refill_soon(_REFILL_FIRST)
 
     # ------------------------------------------------------------------ persistence
 
@@ -493,6 +499,7 @@ class Supervisor(ExecOps):
         self.by_pid[c.pid] = c
         self.containers[c.id] = c
         c.attached = self.pending_attach.pop(c.id, [])  # attached before this run was made
+        self.refill_soon(_REFILL_DELAY)
         for fd in c.outputs:
             self.loop.add_reader(fd, self._pump, c, fd)
         self.save(c)
@@ -687,6 +694,16 @@ class Supervisor(ExecOps):
 
     def on_connection(self, sock: usock.Socket) -> None:
         Connection(self.loop, sock, self._on_line)
+
+    def refill_soon(self, delay: float) -> None:
+        """Make spare network namespaces a moment after a create, once its start (which
+        follows within milliseconds) is answered: a create takes one, the next finds one."""
+        if self._refill is None:
+            self._refill = self.loop.call_later(delay, self._refill_now)
+
+    def _refill_now(self) -> None:
+        self._refill = None
+        self.runtime.netns_pool.fill()
 
     def trim_soon(self) -> None:
         """Give the C heap's free pages back to the kernel a moment after the requests stop.
