@@ -46,20 +46,19 @@ writes through this module.
 from __future__ import annotations
 
 import _thread
-import contextlib
 import fcntl
-import functools
 import os
 import time
 
 from dockyard import jsonc
 from dockyard.errors import InvalidArgument
+from dockyard.suppress import suppress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only
     import re
     import threading
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
 
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_FILE = 3
@@ -69,9 +68,21 @@ STREAMS = ("stdout", "stderr")
 # --------------------------------------------------------------------------- time
 
 
-@functools.lru_cache(maxsize=256)
+# Small memo dicts rather than functools.lru_cache: functools (and the collections it
+# imports) would stay in the supervisor for good. Cleared when full; races are harmless.
+_MEMO_MAX = 256
+_seconds_text: dict[int, str] = {}
+_epoch: dict[tuple[str, ...], int] = {}
+_time_pattern: list[re.Pattern[str]] = []
+
+
 def _format_seconds(sec: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    text = _seconds_text.get(sec)
+    if text is None:
+        if len(_seconds_text) >= _MEMO_MAX:
+            _seconds_text.clear()
+        text = _seconds_text[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return text
 
 
 def format_time(ns: int) -> str:
@@ -93,18 +104,24 @@ _TIME_PATTERN = (
 )
 
 
-@functools.cache
 def _time_re() -> re.Pattern[str]:
-    import re  # the daemon's reader parses times; the supervisor's writer never does
+    if not _time_pattern:
+        import re  # the daemon's reader parses times; the supervisor's writer never does
 
-    return re.compile(_TIME_PATTERN)
+        _time_pattern.append(re.compile(_TIME_PATTERN))
+    return _time_pattern[0]
 
 
-@functools.lru_cache(maxsize=256)
 def _epoch_seconds(y: str, mo: str, d: str, h: str, mi: str, s: str) -> int:
-    import calendar  # the daemon's reader parses times; the supervisor's writer never does
+    key = (y, mo, d, h, mi, s)
+    sec = _epoch.get(key)
+    if sec is None:
+        import calendar  # the daemon's reader parses times; the supervisor's writer never does
 
-    return calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
+        if len(_epoch) >= _MEMO_MAX:
+            _epoch.clear()
+        sec = _epoch[key] = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
+    return sec
 
 
 def parse_time(text: str) -> int:
@@ -322,16 +339,26 @@ def parse_log_opts(opts: Mapping[str, str] | None) -> JSONFileOptions:
 # --------------------------------------------------------------------------- rotation lock
 
 
-@contextlib.contextmanager
-def rotation_lock(path: str, *, exclusive: bool) -> Iterator[None]:
+class rotation_lock:  # noqa: N801 - used as a function: ``with rotation_lock(path, ...)``
     """flock on the log's directory: the writer renames under it exclusively, readers open
-    the file set under it shared. A directory lock needs no extra file next to the logs."""
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)  # closing the last fd of the open file description drops the flock
+    the file set under it shared. A directory lock needs no extra file next to the logs.
+    (A class, not a contextlib generator: the supervisor keeps contextlib out.)"""
+
+    def __init__(self, path: str, *, exclusive: bool) -> None:
+        self._path = path
+        self._exclusive = exclusive
+        self._fd = -1
+
+    def __enter__(self) -> None:
+        self._fd = os.open(os.path.dirname(os.path.abspath(self._path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX if self._exclusive else fcntl.LOCK_SH)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)  # closing the last fd of the open file description drops the flock
 
 
 def rotated_name(path: str, index: int, gz: bool = False) -> str:
@@ -531,11 +558,11 @@ class JSONFileWriter:
                 os.unlink(self.path)  # followers keep the old inode open and drain it
             else:
                 for gz in (False, True):
-                    with contextlib.suppress(FileNotFoundError):
+                    with suppress(FileNotFoundError):
                         os.unlink(rotated_name(self.path, self.max_file - 1, gz))
                 for i in range(self.max_file - 2, 0, -1):
                     for gz in (False, True):
-                        with contextlib.suppress(FileNotFoundError):
+                        with suppress(FileNotFoundError):
                             os.rename(rotated_name(self.path, i, gz), rotated_name(self.path, i + 1, gz))
                 os.rename(self.path, rotated_name(self.path, 1))
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
@@ -572,7 +599,7 @@ class JSONFileWriter:
                 os.unlink(src)
         except BaseException as err:  # reported by the next rotation or close()
             self._compress_error = err
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.unlink(tmp)
         finally:
             os.close(fd)

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Mapping
 
 from dockyard import syscalls
 from dockyard.errors import InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from collections.abc import Iterable, Mapping
 
 # Numbers from include/uapi/linux/capability.h. Each name is "CAP_" + the kernel's.
 CAPS: dict[str, int] = {

@@ -26,23 +26,23 @@ i.e. exec'd or dead), pidfds (poll: readable when the process exits), the exec F
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import sys
-from collections.abc import Callable, Iterator
 
 from dockyard import syscalls
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
 from dockyard.runtime import stages
 from dockyard.runtime import state as st
 from dockyard.runtime.state import CREATED, PAUSED, RUNNING, STOPPED, ContainerState, StateStore
+from dockyard.suppress import suppress
 
 # `typing`, `socket` and `signal` cost milliseconds to import and `state`/`kill` never
 # need them at run time: annotations only (postponed), the rest imported where used.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from _socket import socket as Socket
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -126,7 +126,7 @@ class Runtime:
         doc = state.public()
         if doc["status"] != "created":
             # the OOM-killed flag lives in the cgroup, which stays until delete
-            with contextlib.suppress(OSError, DockyardError):
+            with suppress(OSError, DockyardError):
                 cg = _cgroup(state)
                 if cg.exists():
                     doc["oomKilled"] = cg.oom_kills() > 0
@@ -147,7 +147,7 @@ class Runtime:
                 doc = self.store.load(cid).public()
             except (NotFound, InvalidArgument):
                 continue  # being created, or debris of a crashed create
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 doc["owner"] = _owner_name(os.stat(self.store.dir(cid)).st_uid)
             out.append(doc)
         return out
@@ -405,7 +405,7 @@ class Runtime:
                 _wait_pidfds([pidfd])
             finally:
                 os.close(pidfd)
-            with contextlib.suppress(ChildProcessError):
+            with suppress(ChildProcessError):
                 os.waitpid(state.pid, os.WNOHANG)  # ours when `run` adopted it
         _destroy_cgroup(cg)
         self.store.remove(state.id)
@@ -633,7 +633,7 @@ def _destroy_cgroup(cg: Any) -> None:
         cg.kill_all(_signal.SIGKILL)  # freezes first (no fork escapes it), thaws after
         fds = []
         for pid in pids:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 fds.append(os.pidfd_open(pid))
         try:
             _wait_pidfds(fds)
@@ -683,7 +683,7 @@ class _Children:
         self.fds: dict[int, int] = {}
 
     def add(self, pid: int) -> None:
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             self.fds[pid] = os.pidfd_open(pid)
 
     def exited(self, pid: int) -> bool:
@@ -695,11 +695,11 @@ class _Children:
         import _signal
 
         for fd in self.fds.values():
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 _signal.pidfd_send_signal(fd, _signal.SIGKILL)
         _wait_pidfds(list(self.fds.values()))
         for pid in self.fds:
-            with contextlib.suppress(ChildProcessError):
+            with suppress(ChildProcessError):
                 os.waitpid(pid, 0)
 
     def close(self) -> None:
@@ -748,23 +748,28 @@ def _report_exec_error(sock: Socket, raise_it: bool = True) -> None:
         print(f"dockyard-runtime: {msg.get('msg')}", file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def _forward_signals(pid: int) -> Iterator[None]:
+class _forward_signals:  # noqa: N801 - used as a function
     """While we wait in the foreground, signals meant for the container go to it."""
-    import _signal
 
-    sigs = [_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
-            _signal.SIGUSR2, _signal.SIGWINCH]
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._old: dict[int, Any] = {}
 
-    def forward(signum: int, _frame: Any) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)  # our (adopted) child until we reap it: no pid reuse
+    def _forward(self, signum: int, _frame: Any) -> None:
+        with suppress(ProcessLookupError):
+            os.kill(self._pid, signum)  # our (adopted) child until we reap it: no pid reuse
 
-    old = {s: _signal.signal(s, forward) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
+    def __enter__(self) -> None:
+        import _signal
+
+        for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
+                  _signal.SIGUSR2, _signal.SIGWINCH):
+            self._old[s] = _signal.signal(s, self._forward)
+
+    def __exit__(self, *exc: object) -> None:
+        import _signal
+
+        for s, h in self._old.items():
             _signal.signal(s, h)
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable
 
 from dockyard import syscalls
 from dockyard.errors import InvalidArgument
@@ -37,6 +36,7 @@ from dockyard.syscalls import MountAttr, MountFlag, Resolve
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from collections.abc import Iterable
     from typing import Any
 
 # MS_* values the shared MountFlag enum does not name.

@@ -20,7 +20,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Collection
 
 from dockyard import syscalls
 from dockyard.errors import InvalidArgument
@@ -46,6 +45,7 @@ from dockyard.syscalls import MountFlag, Resolve, UmountFlag
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from collections.abc import Callable, Collection
     from typing import Any
 
 __all__ = [

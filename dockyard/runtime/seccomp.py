@@ -32,7 +32,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Mapping
+from _collections_abc import Mapping  # loaded at start-up; collections.abc is not
 
 from dockyard import syscalls
 from dockyard.errors import InvalidArgument, Unavailable

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable
 
 from dockyard.errors import InvalidArgument
 from dockyard.runtime import capabilities
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from collections.abc import Iterable
     from typing import Any
 
 # Each entry: (capabilities, any of which lifts the block; the syscalls it blocks).

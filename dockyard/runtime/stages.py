@@ -8,9 +8,10 @@ the protocol's description, are in container.py.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
+
+from dockyard.suppress import suppress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def fork(child_sock: Socket, target: Callable[[Socket, Any], NoReturn], ctx: Any
     the fds (besides stdio, the preserved ones and the socket) the child may hold;
     ``stdio``: fds that become the child's 0, 1 and 2 (default: the caller's own)."""
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
+        with suppress(Exception):
             stream.flush()  # or the child would inherit (and never write) the buffers
     from dockyard.runtime import prewarm
 

@@ -18,8 +18,6 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from dockyard import jsonc
 from dockyard.errors import Conflict, InvalidArgument, NotFound
@@ -158,13 +156,11 @@ class StateStore:
         except FileNotFoundError:
             return []
 
-    @contextmanager
-    def reserve(self, container_id: str) -> Iterator[int]:
-        """Create the container's directory (failing if it exists) and hold its lock.
-
-        Yields the locked directory fd. The caller writes state.json before leaving; if
-        it raises, the directory is removed again so nothing is left behind.
-        """
+    def reserve(self, container_id: str) -> _Reserved:
+        """``with store.reserve(id) as fd``: create the container's directory (failing if
+        it exists) and hold its lock; ``fd`` is the locked directory. The caller writes
+        state.json before leaving; if it raises, the directory is removed again so nothing
+        is left behind."""
         validate_id(container_id)
         os.makedirs(self.root, mode=0o711, exist_ok=True)
         path = self.dir(container_id)
@@ -172,32 +168,18 @@ class StateStore:
             os.mkdir(path, 0o711)
         except FileExistsError:
             raise Conflict(f"container with id exists: {container_id}") from None
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield fd
-            except BaseException:
-                remove_tree(path)
-                raise
-        finally:
-            os.close(fd)
+        return _Reserved(path)
 
-    @contextmanager
-    def locked(self, container_id: str) -> Iterator[ContainerState]:
-        """Lock the container and yield its state with a freshly derived status."""
+    def locked(self, container_id: str) -> _Locked:
+        """``with store.locked(id) as state``: lock the container, with its state and a
+        freshly derived status."""
         validate_id(container_id)
         path = self.dir(container_id)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(f'container "{container_id}" does not exist') from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            # a concurrent delete may have removed the directory while we waited
-            yield self._load(container_id)
-        finally:
-            os.close(fd)
+        return _Locked(self, container_id, fd)
 
     def load(self, container_id: str) -> ContainerState:
         """The state without taking the lock (for ``state`` and ``list``: read-only)."""
@@ -286,3 +268,49 @@ def write_pid_file(path: str, pid: int) -> None:
     with open(tmp, "w") as f:
         f.write(str(pid))
     os.rename(tmp, path)
+
+
+# Context managers as classes, not contextlib generators: the supervisor keeps contextlib
+# (and the collections and functools it brings) out of its memory.
+
+
+class _Reserved:
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd = -1
+
+    def __enter__(self) -> int:
+        self._fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self._fd)
+            remove_tree(self._path)
+            raise
+        return self._fd
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            if exc_type is not None:
+                remove_tree(self._path)
+        finally:
+            os.close(self._fd)
+
+
+class _Locked:
+    def __init__(self, store: StateStore, container_id: str, fd: int) -> None:
+        self._store = store
+        self._id = container_id
+        self._fd = fd
+
+    def __enter__(self) -> ContainerState:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            # a concurrent delete may have removed the directory while we waited
+            return self._store._load(self._id)
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)

@@ -20,12 +20,12 @@ connections it accepts, each reading JSON lines and writing buffered output.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-from collections import deque
+from _collections import deque  # not collections: see dockyard/suppress.py
 
 from dockyard.runtime import usock
+from dockyard.suppress import suppress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -263,5 +263,5 @@ class Connection:
 
 def _close_fds(fds: list[int] | None) -> None:
     for fd in fds or ():
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             os.close(fd)

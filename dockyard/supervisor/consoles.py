@@ -7,10 +7,10 @@ supervisor's loop."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 from dockyard.runtime import usock
+from dockyard.suppress import suppress
 
 _SUN_PATH_MAX = 100  # sun_path is 108 bytes
 
@@ -24,7 +24,7 @@ class ConsoleSocket:
 
             self.tmpdir = tempfile.mkdtemp(prefix="dockyard-console-")
             self.path = os.path.join(self.tmpdir, "c.sock")
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(self.path)
         self.listener = usock.unix()
         try:
@@ -51,10 +51,10 @@ class ConsoleSocket:
 
     def close(self) -> None:
         self.listener.close()
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(self.path)
         if self.tmpdir is not None:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.rmdir(self.tmpdir)
 
     def __enter__(self) -> ConsoleSocket:

@@ -25,15 +25,15 @@ always recorded before its container's.
 from __future__ import annotations
 
 import _signal
-import contextlib
 import errno
 import fcntl
 import os
 import struct
 import termios
-from collections import OrderedDict
+from _collections import OrderedDict  # not collections: see dockyard/suppress.py
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
+from dockyard.suppress import suppress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing is not imported at run time
@@ -140,7 +140,7 @@ class ExecOps:
         finally:
             for fd in ours:
                 os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.unlink(pid_file)
         ex = ExecProc(exec_id, c.id, pid, self.loop.create_future())
         table.by_id[exec_id] = ex
@@ -165,7 +165,7 @@ class ExecOps:
             try:
                 return sock.receive()
             except BaseException:
-                with contextlib.suppress(Exception):
+                with suppress(Exception):
                     os.kill(_read_pid(pid_file), _signal.SIGKILL)  # our child: no pid reuse yet
                 raise
 
@@ -226,7 +226,7 @@ class ExecOps:
             return False
         ex.exit_code = _exit_code(status)
         if ex.tty_fd >= 0:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 self._drain_exec_tty(ex)
             self._close_exec_tty(ex)
         del table.by_id[ex.id]

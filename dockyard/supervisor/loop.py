@@ -17,14 +17,15 @@ Sockets on the loop: ``connection.py``.
 from __future__ import annotations
 
 import _signal
-import contextlib
-import heapq
 import itertools
 import os
 import select
 import sys
 import time
-from collections import deque
+from _collections import deque  # not collections: see dockyard/suppress.py
+from _heapq import heappop, heappush  # heapq.py is only these, in Python
+
+from dockyard.suppress import suppress
 
 # annotations only: importing typing (and collections.abc's generics) costs memory the
 # supervisor keeps for its whole life
@@ -147,7 +148,7 @@ class Loop:
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Handle:
         h = Handle(fn, args)
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), h))
+        heappush(self._timers, (time.monotonic() + delay, next(self._seq), h))
         return h
 
     def create_future(self) -> Future:
@@ -246,7 +247,7 @@ class Loop:
                 self._ready.append(self._writers[fd])
         now = time.monotonic()
         while self._timers and self._timers[0][0] <= now:
-            self._ready.append(heapq.heappop(self._timers)[2])
+            self._ready.append(heappop(self._timers)[2])
         for _ in range(len(self._ready)):
             h = self._ready.popleft()
             if not h.cancelled:
@@ -261,7 +262,7 @@ class Loop:
 
         name = getattr(h.fn, "__qualname__", repr(h.fn))
         text = "".join(traceback.format_exception(err))
-        with contextlib.suppress(OSError, ValueError):
+        with suppress(OSError, ValueError):
             sys.stderr.write(f"loop: exception in callback {name}:\n{text}")
             sys.stderr.flush()
 
@@ -272,7 +273,7 @@ class Loop:
 
     def close(self) -> None:
         if self._sig_w >= 0:
-            with contextlib.suppress(ValueError):
+            with suppress(ValueError):
                 _signal.set_wakeup_fd(-1)
             for fd in (self._sig_r, self._sig_w):
                 os.close(fd)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import _signal
 import binascii
-import contextlib
 import errno
 import fcntl
 import os
@@ -46,7 +45,6 @@ import struct
 import sys
 import termios
 import time
-from types import CoroutineType
 
 from dockyard import errors, jsonc, syscalls
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
@@ -58,6 +56,7 @@ from dockyard.supervisor import SOCKET_NAME
 from dockyard.supervisor.connection import Connection, Listener
 from dockyard.supervisor.execs import ExecOps
 from dockyard.supervisor.loop import Future, Loop
+from dockyard.suppress import suppress
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: typing is not imported at run time
@@ -68,6 +67,15 @@ _ATTACH_HIGH = 1024 * 1024  # unsent bytes on an attached connection that pause 
 _ATTACH_LOW = 256 * 1024  # ... until every attached connection is below this
 _FRAME = struct.Struct(">BxxxL")  # docker's stdcopy header: stream, 3 zero bytes, length
 _STREAM_IDS = {"stdout": 1, "stderr": 2}
+async def _coroutine() -> None:
+    pass
+
+
+_probe = _coroutine()
+_CoroutineType = type(_probe)  # types.CoroutineType, without importing types
+_probe.close()
+del _probe
+
 _TRIM_DELAY = 0.5  # seconds after a request before the C heap's free pages are given back
 _REFILL_FIRST = 0.1  # seconds after start-up before the first spare network namespaces
 _REFILL_DELAY = 0.02  # seconds after a create (its start comes first)
@@ -223,7 +231,7 @@ class Supervisor(ExecOps):
         c.adopted = True
         pidfd = -1
         if st["status"] != "stopped" and st.get("pid"):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 pidfd = os.pidfd_open(st["pid"])
             # re-check after opening: the pidfd now pins this process, not a reused pid
             if pidfd >= 0 and self.runtime.state(c.id)["status"] == "stopped":
@@ -293,7 +301,7 @@ class Supervisor(ExecOps):
             return
         c.exit_code = code
         c.finished_at = _now()
-        with contextlib.suppress(DockyardError, OSError):
+        with suppress(DockyardError, OSError):
             c.oom_killed = bool(self.runtime.state(c.id).get("oomKilled"))  # the cgroup stays until delete
         # The init of a pid namespace is reaped only after every process in it is gone, so
         # the pipes hold all the output there will be: drain it before answering waiters,
@@ -302,7 +310,7 @@ class Supervisor(ExecOps):
             self._pump(c, fd, drain=True)
         if not c.outputs:
             self._end_attach(c)
-        with contextlib.suppress(OSError):
+        with suppress(OSError):
             self.save(c)
         if c.exited is not None:
             c.exited.set_result(None)
@@ -525,9 +533,9 @@ class Supervisor(ExecOps):
                 try:
                     master = sock.receive()
                 except BaseException:
-                    with contextlib.suppress(DockyardError, OSError):
+                    with suppress(DockyardError, OSError):
                         self.runtime.kill(c.id, _signal.SIGKILL)
-                    with contextlib.suppress(DockyardError, OSError):
+                    with suppress(DockyardError, OSError):
                         self.runtime.delete(c.id, force=True)
                     raise
         except BaseException:
@@ -542,7 +550,7 @@ class Supervisor(ExecOps):
         if req.get("stdin"):
             c.stdin_fd = os.dup(master)  # its own fd: closing stdin must not close the output
         if req.get("height") and req.get("width"):
-            with contextlib.suppress(OSError, ValueError, TypeError):
+            with suppress(OSError, ValueError, TypeError):
                 _set_winsize(master, int(req["height"]), int(req["width"]))
         return self._created(c, st)
 
@@ -599,7 +607,7 @@ class Supervisor(ExecOps):
             if status != "paused":
                 # kill and let the reaper record the exit, then delete a stopped container:
                 # the runtime's delete never gets to wait for (or reap) a live init itself
-                with contextlib.suppress(Conflict):
+                with suppress(Conflict):
                     self.runtime.kill(c.id, _signal.SIGKILL)
                 assert c.exited is not None
                 await c.exited
@@ -615,7 +623,7 @@ class Supervisor(ExecOps):
         del self.containers[c.id]
         if not req.get("restart"):
             self._end_pending_attach(c.id)  # again: one may have come while the exit was awaited
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(self._record_path(c.id))
         return {}
 
@@ -738,7 +746,7 @@ class Supervisor(ExecOps):
         except Exception as e:  # noqa: BLE001 - every request gets an answer
             self._answer(conn, _failure(e))
             return
-        if isinstance(result, CoroutineType):
+        if isinstance(result, _CoroutineType):
             self.loop.create_task(self._answer_later(conn, result))
         else:
             self._answer(conn, {"ok": True, **result})
@@ -760,10 +768,10 @@ class Supervisor(ExecOps):
         for c in self.containers.values():
             for fd in list(c.outputs):
                 # what the container wrote up to now still goes into the log
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     self._pump(c, fd, drain=True)
             if c.writer is not None:
-                with contextlib.suppress(OSError, ValueError):
+                with suppress(OSError, ValueError):
                     c.writer.close()
                 c.writer = None
 
@@ -778,7 +786,7 @@ def _failure(err: BaseException) -> dict[str, Any]:
         return {"ok": False, "error": str(err), "kind": "DockyardError"}
     import traceback  # a bug: its traceback goes to our stderr (the daemon's supervisor.log)
 
-    with contextlib.suppress(OSError, ValueError):
+    with suppress(OSError, ValueError):
         sys.stderr.write("".join(traceback.format_exception(err)))
         sys.stderr.flush()
     return {"ok": False, "error": f"supervisor: {type(err).__name__}: {err}", "kind": "DockyardError"}
@@ -818,7 +826,7 @@ def run(root: str, runtime_root: str) -> int:
         path = os.path.join(sup.root, SOCKET_NAME)
         if _alive(path):
             raise Conflict(f"a supervisor is already serving {path}")
-        with contextlib.suppress(FileNotFoundError):
+        with suppress(FileNotFoundError):
             os.unlink(path)  # a dead predecessor's socket
         listener = Listener(loop, path, sup.on_connection)
         sup.trim_soon()
@@ -827,7 +835,7 @@ def run(root: str, runtime_root: str) -> int:
             loop.run_until_complete(sup.stopping)
         finally:
             listener.close()
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 os.unlink(path)
             sup.shutdown()
     finally:

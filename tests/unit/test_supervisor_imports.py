@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 # what the supervisor's modules, and the runtime's create/exec path, must not pull in
 FORBIDDEN = ("asyncio", "ssl", "concurrent", "logging", "dataclasses", "calendar", "typing", "socket",
              "threading", "tempfile", "argparse", "runpy", "inspect", "copy", "selectors", "datetime",
-             "json", "re", "enum", "signal")
+             "json", "re", "enum", "signal",
+             # contextlib brings collections, functools, operator, reprlib: ~0.5 MB
+             "contextlib", "collections", "functools", "operator", "reprlib", "heapq")
 
 _SCRIPT = """
 import sys

@@ -5,16 +5,19 @@ operation goes (``CgroupFs``), so tests can run the same code against a scratch 
 from __future__ import annotations
 
 import _signal
-import contextlib
 import errno
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
 
 from dockyard.errors import Conflict, DockyardError, InvalidArgument, NotFound
+from dockyard.suppress import suppress
 
 from .notify import FileWatch, KernfsWatch, OomWatcher
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from collections.abc import Iterator, Mapping
 
 FREEZE_TIMEOUT = 10.0
 DESTROY_TIMEOUT = 10.0
@@ -137,7 +140,7 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
     for line in text.splitlines():
         fields = line.split()
         if len(fields) == 2:
-            with contextlib.suppress(ValueError):
+            with suppress(ValueError):
                 out[fields[0]] = int(fields[1])
     return out
 
@@ -248,7 +251,7 @@ class Cgroup(ABC):
             return []
         found: set[int] = set()
         for d in self._walk(top):
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 found.update(int(x) for x in self.fs.read(os.path.join(d, "cgroup.procs")).split())
         return sorted(found)
 
@@ -266,7 +269,7 @@ class Cgroup(ABC):
                 pass  # freeze() thawed again; signal what is there
         try:
             for pid in self.pids():
-                with contextlib.suppress(ProcessLookupError):
+                with suppress(ProcessLookupError):
                     os.kill(pid, sig)
         finally:
             if froze or (was_frozen and sig == _signal.SIGKILL):
@@ -335,7 +338,7 @@ class Cgroup(ABC):
         while stack:
             d = stack.pop()
             yield d
-            with contextlib.suppress(FileNotFoundError):
+            with suppress(FileNotFoundError):
                 stack.extend(sorted(self.fs.subdirs(d), reverse=True))
 
     # ---------------------------------------------------------------- helpers
@@ -344,7 +347,7 @@ class Cgroup(ABC):
         """Remove directories ``create`` made, deepest first (best effort: a sibling
         created concurrently keeps a shared parent busy, which is fine)."""
         for d in sorted(created, key=lambda p: p.count("/"), reverse=True):
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 self.fs.rmdir(d)
 
     def _write(self, path: str, value: str, missing_ok: bool = False) -> None:

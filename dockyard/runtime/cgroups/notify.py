@@ -15,12 +15,12 @@ import os
 import select
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 from dockyard.errors import Unavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # a Protocol for the type checker, a plain class at run time (no typing import)
+    from collections.abc import Callable
     from typing import Protocol
 else:
     Protocol = object

@@ -8,7 +8,7 @@ kernel), cpu.realtime*, cpu.idle/burst, hugepageLimits, network, rdma.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from _collections_abc import Mapping  # loaded at start-up; collections.abc is not
 
 from dockyard.errors import InvalidArgument
 from dockyard.runtime.values import Value

@@ -3,12 +3,11 @@ blkio, pids, name=systemd ...), each mounted on its own."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Mapping
 
 from dockyard.errors import InvalidArgument, Unavailable
+from dockyard.suppress import suppress
 
 from . import resources as R
 from .base import (
@@ -25,6 +24,7 @@ from .notify import EventfdOomWatcher, OomWatcher
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from collections.abc import Mapping
     from typing import Any
 
 # where to read a v1 cgroup's task list: hierarchies every process is placed in alike
@@ -261,7 +261,7 @@ class V1Cgroup(Cgroup):
             user = ticks["user"] * ns_per_tick if "user" in ticks else None
             system = ticks["system"] * ns_per_tick if "system" in ticks else None
         per_cpu: list[int] = []
-        with contextlib.suppress(OSError, ValueError):
+        with suppress(OSError, ValueError):
             per_cpu = [int(x) for x in self.fs.read(os.path.join(acct, "cpuacct.usage_percpu")).split()]
         throttle = self._read_keyed(os.path.join(self.dir("cpu") or "/nonexistent", "cpu.stat"))
         pids = self.dir("pids") or "/nonexistent"

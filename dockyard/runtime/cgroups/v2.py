@@ -4,12 +4,11 @@ cgroup.subtree_control, and limits use the v2 files and units."""
 from __future__ import annotations
 
 import _signal
-import contextlib
 import os
 import time
-from collections.abc import Mapping
 
 from dockyard.errors import InvalidArgument, Unavailable
+from dockyard.suppress import suppress
 
 from . import resources as R
 from .base import (
@@ -26,6 +25,7 @@ from .notify import EventsOomWatcher, FileWatch, OomWatcher
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # annotations only: the supervisor keeps what it imports for life
+    from collections.abc import Mapping
     from typing import Any
 
 # the controllers dockyard limits or accounts with; enabled down to every container so that
@@ -86,7 +86,7 @@ class V2Cgroup(Cgroup):
                 # one write per controller so one refusal does not block the others; a
                 # refusal (EBUSY: the parent has processes of its own, the "no internal
                 # processes" rule) surfaces later as a warning for the discarded limits
-                with contextlib.suppress(OSError):
+                with suppress(OSError):
                     self.fs.write(os.path.join(d, "cgroup.subtree_control"), f"+{c}")
 
     def _set(self, name: str, value: str, warning: str, w: R.Warnings) -> bool:
