@@ -30,12 +30,19 @@ class NetnsPool:
         """A spare namespace's fd (the caller owns it), or None when there is none."""
         return self._fds.pop() if self._fds else None
 
-    def fill(self) -> None:
-        while not self._broken and len(self._fds) < self.size:
+    def missing(self) -> int:
+        """How many spares a fill would make (none on a host that refused one)."""
+        return 0 if self._broken else self.size - len(self._fds)
+
+    def fill(self, limit: int | None = None) -> None:
+        """Make spares until the pool is full, or ``limit`` of them."""
+        made = 0
+        while not self._broken and len(self._fds) < self.size and (limit is None or made < limit):
             try:
                 self._fds.append(_make_netns())
             except OSError:
                 self._broken = True
+            made += 1
 
     def close(self) -> None:
         for fd in self._fds:

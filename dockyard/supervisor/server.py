@@ -77,8 +77,7 @@ _probe.close()
 del _probe
 
 _TRIM_DELAY = 0.5  # seconds after a request before the C heap's free pages are given back
-_REFILL_FIRST = 0.1  # seconds after start-up before the first spare network namespaces
-_REFILL_DELAY = 0.02  # seconds after a create (its start comes first)
+_REFILL_IDLE = 0.01  # seconds without a request before a spare network namespace is made
 _UNKNOWN_EXIT = 255  # docker's code for "exit status not known"
 _REAP_GRACE = 1.0  # seconds an adopted init's new parent gets to reap it (see _adopted_exit)
 
@@ -181,7 +180,7 @@ class Supervisor(ExecOps):
         self.pending_attach: dict[str, list[Connection]] = {}  # id -> attach streams for its next run
         self._trim: Any = None  # the pending malloc_trim timer
         self._refill: Any = None  # the pending refill of the network namespace pool
-        self.refill_soon(_REFILL_FIRST)
+        self.refill_when_idle()
 
     # ------------------------------------------------------------------ persistence
 
@@ -507,7 +506,6 @@ class Supervisor(ExecOps):
         self.by_pid[c.pid] = c
         self.containers[c.id] = c
         c.attached = self.pending_attach.pop(c.id, [])  # attached before this run was made
-        self.refill_soon(_REFILL_DELAY)
         for fd in c.outputs:
             self.loop.add_reader(fd, self._pump, c, fd)
         self.save(c)
@@ -703,15 +701,20 @@ class Supervisor(ExecOps):
     def on_connection(self, sock: usock.Socket) -> None:
         Connection(self.loop, sock, self._on_line)
 
-    def refill_soon(self, delay: float) -> None:
-        """Make spare network namespaces a moment after a create, once its start (which
-        follows within milliseconds) is answered: a create takes one, the next finds one."""
-        if self._refill is None:
-            self._refill = self.loop.call_later(delay, self._refill_now)
+    def refill_when_idle(self) -> None:
+        """Make a spare network namespace once no request came for a moment: one per quiet
+        moment (~2 ms of this loop), never in the middle of a run's create, start, exit
+        and delete, which follow each other within milliseconds."""
+        if not self.runtime.netns_pool.missing():
+            return
+        if self._refill is not None:
+            self._refill.cancel()
+        self._refill = self.loop.call_later(_REFILL_IDLE, self._refill_now)
 
     def _refill_now(self) -> None:
         self._refill = None
-        self.runtime.netns_pool.fill()
+        self.runtime.netns_pool.fill(limit=1)
+        self.refill_when_idle()
 
     def trim_soon(self) -> None:
         """Give the C heap's free pages back to the kernel a moment after the requests stop.
@@ -729,6 +732,7 @@ class Supervisor(ExecOps):
         """One request: answered now, or by a task once its coroutine is done (the
         connection hands over its next line only after the answer, so in order)."""
         self.trim_soon()
+        self.refill_when_idle()
         try:
             req = jsonc.loads(line)
             if not isinstance(req, dict):

@@ -58,8 +58,11 @@ def _children() -> list[int]:
 def test_spares_are_fresh_namespaces_with_lo_up() -> None:
     pool = NetnsPool(size=2)
     before = _children()
+    assert pool.missing() == 2
+    pool.fill(limit=1)
+    assert len(pool) == 1 and pool.missing() == 1
     pool.fill()
-    assert len(pool) == 2
+    assert len(pool) == 2 and pool.missing() == 0
     assert _children() == before  # the helpers exited and were reaped
     host = os.stat("/proc/self/ns/net").st_ino
     fds = [pool.take(), pool.take()]
@@ -105,7 +108,8 @@ def _spares(supervisor_pid: int) -> set[int]:
 @pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static is not installed")
 def test_supervisor_gives_containers_spares(cli: Daemon) -> None:
     """A container with a network namespace of its own gets one of the supervisor's spares
-    (made ahead of time); --network host does not take one; the pool is refilled."""
+    (made ahead of time, when no request came for a moment); --network host does not take
+    one; the pool is refilled."""
     cli.cli("run", "--rm", "busybox", "true")  # the supervisor runs
     sup = int((cli.root / "exec" / "supervisor.pid").read_text())
     deadline = time.monotonic() + 30
