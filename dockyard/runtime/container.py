@@ -118,6 +118,9 @@ class Runtime:
         self.warn = warn or _default_warn
         self.debug = debug or (lambda _msg: None)
         self.netns_pool: Any = None  # a NetnsPool (netns_pool.py), for a long-lived caller
+        # True for a caller that reaps its exited children itself (a SIGCHLD handler): stage 1
+        # then exits without being waited for (~2 ms: tearing down a forked address space)
+        self.reaps_children = False
 
     # ------------------------------------------------------------------ queries
 
@@ -336,7 +339,8 @@ class Runtime:
                 # have been reaped and reused yet, so every later signal hits this process.
                 kids.add(final_pid)
                 syncsock.send(sock, {"t": "bye"})
-                _reap(stage1)  # once reaped, its child has been reparented
+                if not self.reaps_children:
+                    _reap(stage1)  # once reaped, its child has been reparented
                 if until == "pid":
                     return final_pid
             elif kind == "error":

@@ -278,13 +278,14 @@ def _msg(e: BaseException) -> str:
 
 
 def default_spec(args: list[str] | None = None, *, terminal: bool = False, hostname: str = "dockyard",
-                 rootfs: str = "rootfs") -> dict[str, Any]:
-    """A config.json like ``runc spec`` writes, with Docker's defaults."""
+                 rootfs: str = "rootfs", seccomp_profile: bool = True) -> dict[str, Any]:
+    """A config.json like ``runc spec`` writes, with Docker's defaults (``seccomp_profile``:
+    False for a caller that sets ``linux.seccomp`` itself — building it costs ~0.4 ms)."""
     from dockyard.runtime import capabilities, seccomp
     from dockyard.runtime import rootfs as rootfs_mod
 
     caps = list(capabilities.DEFAULT_CAPS)
-    return {
+    spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {
             "terminal": terminal,
@@ -304,6 +305,8 @@ def default_spec(args: list[str] | None = None, *, terminal: bool = False, hostn
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
             "maskedPaths": list(rootfs_mod.DOCKER_MASKED_PATHS),
             "readonlyPaths": list(rootfs_mod.DOCKER_READONLY_PATHS),
-            "seccomp": seccomp.default_profile(caps),
         },
     }
+    if seccomp_profile:
+        spec["linux"]["seccomp"] = seccomp.default_profile(caps)
+    return spec

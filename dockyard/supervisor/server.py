@@ -172,6 +172,7 @@ class Supervisor(ExecOps):
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         self.runtime = Runtime(runtime_root, delegate=False)
         self.runtime.netns_pool = NetnsPool()
+        self.runtime.reaps_children = True  # on_sigchld reaps each create's stage 1
         self.containers: dict[str, Container] = {}
         self.by_pid: dict[int, Container] = {}
         self.loop = loop
