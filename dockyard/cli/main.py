@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("stats", "cmd_stats"),
     "events": ("events", "cmd_events"),
     "exec": ("exec", "cmd_exec"),
+    "volume": ("volumes", "cmd_volume"),
 }
 
 USAGE = """\
@@ -61,6 +62,7 @@ Management Commands:
   container   Manage containers
   image       Manage images
   system      Manage dockyard
+  volume      Manage volumes
 
 Commands:
   create      Create a new container

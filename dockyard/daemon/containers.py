@@ -578,6 +578,19 @@ class ContainerService:
             self.snapshotter.remove(snapshot_key)
         shutil.rmtree(log_dir, ignore_errors=True)
 
+    def volume_users(self, name: str) -> list[str]:
+        """The containers whose HostConfig mounts the volume ``name`` (Binds' ``name:/path``
+        or a Mounts entry of type volume)."""
+        out = []
+        for rec in self._all():
+            hc = rec.host_config
+            binds = [b.split(":", 1)[0] for b in hc.get("Binds") or [] if isinstance(b, str)]
+            mounts = [m.get("Source") for m in hc.get("Mounts") or []
+                      if isinstance(m, dict) and m.get("Type") == "volume"]
+            if name in binds or name in mounts:
+                out.append(rec.id)
+        return out
+
     def settle(self, timeout: float = 60) -> None:
         """Wait until the files of removed containers are deleted (see ``_teardown``):
         whoever looks at containers, or removes the images under them, sees them gone."""

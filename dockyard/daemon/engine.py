@@ -16,6 +16,7 @@ from dockyard.daemon.config import DaemonConfig
 from dockyard.daemon.containers import ContainerService
 from dockyard.daemon.events import EventBus
 from dockyard.daemon.execs import ExecService
+from dockyard.daemon.volumes import VolumeService
 from dockyard.errors import Unavailable
 from dockyard.images.metadata import MetadataStore
 from dockyard.images.service import ImageService
@@ -50,6 +51,7 @@ class Engine:
         self._sup_client: SupervisorClient | None = None
         self.containers = ContainerService(self)
         self.execs = ExecService(self)
+        self.volumes = VolumeService(self)
         # live restore: a supervisor that outlived the previous daemon keeps the containers
         if self._socket_answers():
             self._connect()
@@ -137,5 +139,6 @@ class Engine:
 
     def close(self) -> None:
         self.containers.close()
+        self.volumes.close()
         self.metadata.close()
         self.snapshotter.close()

@@ -1,0 +1,139 @@
+"""The volume service: docker's volume API over the local volume store, with volume events;
+whether a volume is in use comes from the container records."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.volumes import LOCAL, Volume, VolumeStore
+
+_LIST_FILTERS = ("dangling", "driver", "label", "name")
+_PRUNE_FILTERS = ("label", "label!", "all")
+
+
+def _string_map(value: Any, what: str) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise InvalidArgument(f"{what} must be an object of strings")
+    return value
+
+
+def _label_match(labels: dict[str, str] | None, wanted: str) -> bool:
+    key, eq, value = wanted.partition("=")
+    labels = labels or {}
+    return key in labels and (not eq or labels[key] == value)
+
+
+def _check_filters(flt: dict[str, list[str]], allowed: tuple[str, ...]) -> None:
+    for key in flt:
+        if key not in allowed:
+            raise InvalidArgument(f"invalid filter '{key}'")
+
+
+def _bool_filter(values: list[str], key: str) -> bool:
+    value = values[-1].lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise InvalidArgument(f"invalid filter '{key}={values[-1]}'")
+
+
+class VolumeService:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.store = VolumeStore(os.path.join(engine.config.data_root, "volumes"))
+
+    def _event(self, action: str, vol: Volume) -> None:
+        self.engine.events.emit("volume", action, vol.name, {"driver": vol.driver})
+
+    def _users(self, name: str) -> list[str]:
+        return self.engine.containers.volume_users(name)
+
+    def create(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise InvalidArgument("invalid JSON: the body must be an object")
+        name = body.get("Name") or None
+        if name is not None and not isinstance(name, str):
+            raise InvalidArgument("Name must be a string")
+        driver = body.get("Driver") or LOCAL
+        labels = _string_map(body.get("Labels"), "Labels")
+        options = _string_map(body.get("DriverOpts"), "DriverOpts")
+        vol, made = self.store.create(name, driver, labels, options)
+        if made:
+            self._event("create", vol)
+        return vol.to_api()
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        return self.store.get(name).to_api()
+
+    def list(self, flt: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        flt = flt or {}
+        _check_filters(flt, _LIST_FILTERS)
+        out = []
+        for vol in self.store.list():
+            if "dangling" in flt and _bool_filter(flt["dangling"], "dangling") == bool(self._users(vol.name)):
+                continue
+            if "driver" in flt and vol.driver not in flt["driver"]:
+                continue
+            if "name" in flt and not any(n in vol.name for n in flt["name"]):
+                continue
+            if "label" in flt and not all(_label_match(vol.labels, w) for w in flt["label"]):
+                continue
+            out.append(vol.to_api())
+        return {"Volumes": out, "Warnings": None}
+
+    def remove(self, name: str, force: bool = False) -> None:
+        try:
+            vol = self.store.get(name)
+        except NotFound:
+            if force:
+                return
+            raise
+        users = self._users(name)
+        if users:
+            raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
+        self.store.remove(name)
+        self._event("destroy", vol)
+
+    def prune(self, flt: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """Unused volumes: anonymous ones only, unless ``all`` (docker since API 1.42)."""
+        flt = flt or {}
+        _check_filters(flt, _PRUNE_FILTERS)
+        everything = "all" in flt and _bool_filter(flt["all"], "all")
+        deleted, reclaimed = [], 0
+        for vol in self.store.list():
+            if not (everything or vol.anonymous):
+                continue
+            if "label" in flt and not all(_label_match(vol.labels, w) for w in flt["label"]):
+                continue
+            if "label!" in flt and any(_label_match(vol.labels, w) for w in flt["label!"]):
+                continue
+            if self._users(vol.name):
+                continue
+            size = _disk_usage(os.path.dirname(vol.mountpoint))
+            try:
+                self.store.remove(vol.name)
+            except NotFound:
+                continue
+            self._event("destroy", vol)
+            deleted.append(vol.name)
+            reclaimed += size
+        return {"VolumesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _disk_usage(top: str) -> int:
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(top):
+        for n in filenames + dirnames:
+            try:
+                total += os.lstat(os.path.join(dirpath, n)).st_blocks * 512
+            except OSError:
+                pass
+    return total
