@@ -119,6 +119,10 @@ _RUN_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("--network", "--net"), "str", "Connect a container to a network"),
     (("--stop-signal",), "str", "Signal to stop the container"),
     (("--stop-timeout",), "str", "Timeout (in seconds) to stop a container"),
+    (("-v", "--volume"), "list", "Bind mount a volume"),
+    (("--mount",), "list", "Attach a filesystem mount to the container"),
+    (("--tmpfs",), "list", "Mount a tmpfs directory"),
+    (("--volumes-from",), "list", "Mount volumes from the specified container(s)"),
 )
 _DEFAULTS = {"bool": False, "str": None, "list": None, "init": None}
 
@@ -443,8 +447,28 @@ def _build_create_body(o: argparse.Namespace, attach_stdin: bool) -> dict[str, A
         host["SecurityOpt"] = _security_opts(o.security_opt)
     if o.init is not None:  # unset: the daemon's default (daemon.json "init")
         host["Init"] = o.init
+    _add_mounts(o, config, host)
     config["HostConfig"] = host
     return config
+
+
+def _add_mounts(o: Any, config: dict[str, Any], host: dict[str, Any]) -> None:
+    """-v (``/path`` an anonymous volume, ``src:dst[:opts]`` a bind), --mount, --tmpfs and
+    --volumes-from, in the API fields docker's CLI fills."""
+    for spec in o.volume or []:
+        if ":" in spec:
+            host.setdefault("Binds", []).append(spec)
+        else:
+            config.setdefault("Volumes", {})[spec] = {}
+    if o.mount:
+        from dockyard.cli.mountflag import parse_mount_flag
+
+        host["Mounts"] = [parse_mount_flag(v) for v in o.mount]
+    for spec in o.tmpfs or []:
+        path, _, opts = spec.partition(":")
+        host.setdefault("Tmpfs", {})[path] = opts
+    if o.volumes_from:
+        host["VolumesFrom"] = list(o.volumes_from)
 
 
 def _tagged(image: str) -> str:

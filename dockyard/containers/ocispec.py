@@ -316,6 +316,7 @@ def build_spec(
     hostname: str | None = None,
     namespace_paths: dict[str, str] | None = None,
     default_init: bool = False,
+    mounts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The config.json of a container. ``rootfs`` is the mounted root filesystem (its
     /etc/passwd and /etc/group resolve users); ``namespace_paths`` gives the
@@ -419,7 +420,7 @@ def build_spec(
     linux["namespaces"] = [n for n in wanted if n is not None]
 
     # --- mounts
-    mounts = []
+    mounts_out = []
     for m in spec["mounts"]:
         dest = m["destination"]
         if dest == "/dev/shm":
@@ -433,8 +434,11 @@ def build_spec(
             m = {"destination": "/dev/mqueue", "type": "bind", "source": "/dev/mqueue", "options": ["rbind", "rprivate"]}
         if privileged and dest in ("/sys", "/sys/fs/cgroup"):
             m = dict(m, options=[o for o in m["options"] if o != "ro"] + ["rw"])
-        mounts.append(m)
-    spec["mounts"] = mounts
+        mounts_out.append(m)
+    # the request's mounts (volumes, binds, tmpfs) after docker's; one at the path of a
+    # default mount (a tmpfs on /dev/shm, say) replaces it
+    own = {m["destination"] for m in mounts or []}
+    spec["mounts"] = [m for m in mounts_out if m["destination"] not in own] + list(mounts or [])
 
     # --- devices and resources
     resources: dict[str, Any] = {}

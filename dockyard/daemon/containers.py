@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.containers.config import command_of, normalize_create, parse_signal
+from dockyard.containers.mountspec import MountPoint, parse_mounts, volumes_from
 from dockyard.containers.names import generate_name, validate_name
 from dockyard.containers.ocispec import CGROUP_PARENT, build_spec
 from dockyard.errors import (
@@ -104,6 +105,15 @@ def _console_size(host_config: dict[str, Any]) -> dict[str, int]:
     if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
         return {"height": size[0], "width": size[1]}
     return {}
+
+
+_MOUNT_KEYS = ("Type", "Name", "Source", "Destination", "Driver", "Mode", "RW", "Propagation")
+
+
+def _inspect_mounts(rec: Record) -> list[dict[str, Any]]:
+    """docker's ``Mounts``: volumes, binds and ``--mount type=tmpfs`` (not ``--tmpfs``)."""
+    return [{k: mp[k] for k in _MOUNT_KEYS if k in mp}
+            for mp in rec.extra.get("MountPoints") or [] if mp.get("Inspect", True)]
 
 
 def _listdir(path: str) -> list[str]:
@@ -315,7 +325,7 @@ class ContainerService:
                 self._changed.notify_all()
             if auto_remove:
                 with contextlib.suppress(NotFound):
-                    self.remove(cid, force=True)
+                    self.remove(cid, force=True, volumes=True)  # --rm takes its anonymous volumes
         except Exception:  # a monitor must never die silently with the waiters hanging
             log.exception("monitoring container %s failed", cid)
         finally:
@@ -335,6 +345,7 @@ class ContainerService:
         img = self.images.resolve(image_ref)
         cid = secrets.token_hex(32)
         res = normalize_create(body, img.config.config, container_id=cid)
+        points = self._with_volumes_from(parse_mounts(res.config, res.host_config), res.host_config)
         with self._lock:
             if name:
                 full = validate_name(name)
@@ -358,7 +369,7 @@ class ContainerService:
             self._creating.add(cid)  # not "lost" to a reconcile() while the supervisor starts
         crash_point("create:record")
         try:
-            self._setup(rec, img.chain[-1] if img.chain else None)
+            self._setup(rec, img.chain[-1] if img.chain else None, points)
             crash_point("create:supervisor")
             with self._lock:
                 rec.extra.pop("incomplete", None)
@@ -373,18 +384,87 @@ class ContainerService:
         self.event(rec, "create")
         return {"Id": cid, "Warnings": res.warnings}
 
-    def _setup(self, rec: Record, parent: str | None) -> None:
+    def _setup(self, rec: Record, parent: str | None, points: list[MountPoint]) -> None:
         mounts = self.snapshotter.prepare(rec.snapshot_key, parent)
         rootfs = os.path.join(rec.bundle, "rootfs")
         os.makedirs(rootfs, mode=0o700, exist_ok=True)
         mount_all(mounts, rootfs)
-        spec = build_spec(rec.id, rec.config, rec.host_config, rootfs,
+        oci_mounts = self._make_mounts(rec, rootfs, points) if points else []
+        spec = build_spec(rec.id, rec.config, rec.host_config, rootfs, mounts=oci_mounts,
                           default_init=bool(getattr(self.engine.config, "init", False)))
         with open(os.path.join(rec.bundle, "config.json"), "w") as f:
             f.write(json.dumps(spec))  # dumps: the C encoder (json.dump streams in Python)
         os.makedirs(os.path.dirname(rec.log_path), mode=0o700, exist_ok=True)
         crash_point("create:mounted")
         self._sup_create(rec)
+
+    def _with_volumes_from(self, points: list[MountPoint], host_config: dict[str, Any]) -> list[MountPoint]:
+        """``--volumes-from c[:ro|rw]``: the volumes and binds of ``c`` at the same paths,
+        unless the request mounts something there itself."""
+        taken = {p.destination for p in points}
+        for spec in host_config.get("VolumesFrom") or []:
+            ref, readonly = volumes_from(spec)
+            src = self.lookup(ref)
+            for mp in src.extra.get("MountPoints") or []:
+                if mp["Type"] not in ("volume", "bind") or mp["Destination"] in taken:
+                    continue
+                rw = mp["RW"] if readonly is None else not readonly
+                source = mp["Name"] if mp["Type"] == "volume" else mp["Source"]
+                points.append(MountPoint(mp["Type"], mp["Destination"], source, rw=rw, mode=mp.get("Mode", ""),
+                                         propagation=mp.get("Propagation", ""), nocopy=True))
+                taken.add(mp["Destination"])
+        return points
+
+    def _make_mounts(self, rec: Record, rootfs: str, points: list[MountPoint]) -> list[dict[str, Any]]:
+        """Make what the mounts need (volumes, with the image's content copied into new
+        ones; missing ``-v`` bind sources), record them, and return their OCI mounts."""
+        from dockyard.volumes.copyup import copy_up
+
+        recorded: list[dict[str, Any]] = []
+        rec.extra["MountPoints"] = recorded
+        oci = []
+        for mp in points:
+            entry: dict[str, Any] = {"Type": mp.type, "Source": mp.source, "Destination": mp.destination,
+                                     "Mode": mp.mode, "RW": mp.rw, "Propagation": mp.propagation,
+                                     "Anonymous": mp.type == "volume" and not mp.source}
+            if mp.type == "volume":
+                vol, made = self.engine.volumes.for_mount(mp.source, mp.volume_labels, mp.volume_options)
+                entry.update(Name=vol.name, Source=vol.mountpoint, Driver=vol.driver, Made=made)
+                recorded.append(entry)
+                with self._lock:
+                    self._save(rec)  # the volume is this container's now: a failed create removes it
+                self.engine.volumes.acquire(vol)
+                if not mp.nocopy and not os.listdir(vol.mountpoint):
+                    copy_up(rootfs, mp.destination, vol.mountpoint)
+            elif mp.type == "bind":
+                if mp.create_source and not os.path.exists(mp.source):
+                    os.makedirs(mp.source, mode=0o755)
+                recorded.append(entry)
+            else:
+                entry["Inspect"] = mp.in_inspect
+                recorded.append(entry)
+            if mp.type == "tmpfs":
+                oci.append({"destination": mp.destination, "type": "tmpfs", "source": "tmpfs",
+                            "options": [*mp.tmpfs_options, "rw" if mp.rw else "ro"]})
+            else:
+                oci.append({"destination": mp.destination, "type": "bind", "source": entry["Source"],
+                            "options": ["rbind", mp.propagation or "rprivate", "rw" if mp.rw else "ro"]})
+        return oci
+
+    def _release_volumes(self, rec: Record, remove_anonymous: bool) -> None:
+        """After the container is gone: unmount the device of volumes nobody uses any
+        more; remove its anonymous volumes (``rm -v``, ``--rm``) and, for a create that
+        failed, the volumes it made."""
+        failed = bool(rec.extra.get("incomplete"))
+        for mp in rec.extra.get("MountPoints") or []:
+            if mp["Type"] != "volume":
+                continue
+            name = mp["Name"]
+            if (failed and mp.get("Made")) or (remove_anonymous and mp.get("Anonymous")):
+                with contextlib.suppress(NotFound, Conflict):
+                    self.engine.volumes.remove(name)
+            else:
+                self.engine.volumes.release(name)
 
     def _sup_create(self, rec: Record) -> None:
         log_cfg = rec.host_config.get("LogConfig") or {}
@@ -536,15 +616,16 @@ class ContainerService:
                     self._signal(rec, int(signal.SIGKILL))
                 self._wait_exited(rec.id, 30)
                 rec = self._refresh(rec)  # with its exit code
-            self._teardown(rec, destroyed=True)
+            self._teardown(rec, destroyed=True, volumes=volumes)
         with self._lock:
             self._id_locks.pop(rec.id, None)
             self._exits.pop(rec.id, None)
             self._cgroups.pop(rec.id, None)
 
-    def _teardown(self, rec: Record, destroyed: bool = False) -> None:
+    def _teardown(self, rec: Record, destroyed: bool = False, volumes: bool = False) -> None:
         """Remove everything a container has, whatever state create left it in
-        (``destroyed``: a container clients knew of, whose removal is a "destroy" event).
+        (``destroyed``: a container clients knew of, whose removal is a "destroy" event;
+        ``volumes``: its anonymous volumes go too).
 
         The record goes first: that answers ``wait?condition=removed`` (``docker run
         --rm``) without waiting for the supervisor's container (its cgroup) and the files
@@ -564,6 +645,7 @@ class ContainerService:
             with contextlib.suppress(NotFound):
                 self._sup().call("delete", id=rec.id, force=True)
             self._remove_files(rec.id, rec.bundle, rec.snapshot_key, os.path.dirname(rec.log_path))
+            self._release_volumes(rec, remove_anonymous=volumes)
         finally:
             with self._lock:
                 self._collecting.discard(rec.id)
@@ -581,15 +663,8 @@ class ContainerService:
     def volume_users(self, name: str) -> list[str]:
         """The containers whose HostConfig mounts the volume ``name`` (Binds' ``name:/path``
         or a Mounts entry of type volume)."""
-        out = []
-        for rec in self._all():
-            hc = rec.host_config
-            binds = [b.split(":", 1)[0] for b in hc.get("Binds") or [] if isinstance(b, str)]
-            mounts = [m.get("Source") for m in hc.get("Mounts") or []
-                      if isinstance(m, dict) and m.get("Type") == "volume"]
-            if name in binds or name in mounts:
-                out.append(rec.id)
-        return out
+        return [rec.id for rec in self._all()
+                if any(mp["Type"] == "volume" and mp["Name"] == name for mp in rec.extra.get("MountPoints") or [])]
 
     def settle(self, timeout: float = 60) -> None:
         """Wait until the files of removed containers are deleted (see ``_teardown``):
@@ -647,7 +722,7 @@ class ContainerService:
             "ExecIDs": self.engine.execs.live_ids(rec.id) if st == "running" else None,
             "HostConfig": rec.host_config,
             "GraphDriver": {"Name": self.snapshotter.name, "Data": None},
-            "Mounts": [],
+            "Mounts": _inspect_mounts(rec),
             "Config": rec.config,
             "NetworkSettings": self._network_settings(rec),
         }

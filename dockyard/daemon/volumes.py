@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from dockyard import syscalls
 from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.mount import is_mounted, unmount_all
 from dockyard.volumes import LOCAL, Volume, VolumeStore
 
 _LIST_FILTERS = ("dangling", "driver", "label", "name")
@@ -67,6 +69,35 @@ class VolumeService:
             self._event("create", vol)
         return vol.to_api()
 
+    def for_mount(self, name: str, labels: dict[str, str] | None = None,
+                  options: dict[str, str] | None = None) -> tuple[Volume, bool]:
+        """The volume a container mounts (``name`` "" for a new anonymous one), created if
+        need be (as ``docker run -v name:/path`` does); True if it was made now."""
+        vol, made = self.store.create(name or None, LOCAL, labels, options)
+        if made:
+            self._event("create", vol)
+        return vol, made
+
+    def acquire(self, vol: Volume) -> None:
+        """Before a container uses ``vol``: the local driver's device (``type``/``device``/``o``,
+        a tmpfs say) is mounted on its data directory, once for all its users."""
+        opts = vol.options or {}
+        if opts.get("device") and not is_mounted(vol.mountpoint):
+            try:
+                syscalls.mount(opts["device"], vol.mountpoint, opts.get("type"), 0, opts.get("o") or None)
+            except OSError as e:
+                raise InvalidArgument(f"error while mounting volume '{vol.mountpoint}': {e.strerror}") from None
+
+    def release(self, name: str) -> None:
+        """After a container that used the volume ``name`` is gone: its device is unmounted
+        once no container uses it."""
+        try:
+            vol = self.store.get(name)
+        except NotFound:
+            return
+        if (vol.options or {}).get("device") and not self._users(name) and is_mounted(vol.mountpoint):
+            unmount_all(vol.mountpoint)
+
     def inspect(self, name: str) -> dict[str, Any]:
         return self.store.get(name).to_api()
 
@@ -96,7 +127,12 @@ class VolumeService:
         users = self._users(name)
         if users:
             raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
-        self.store.remove(name)
+        self._delete(vol)
+
+    def _delete(self, vol: Volume) -> None:
+        if is_mounted(vol.mountpoint):
+            unmount_all(vol.mountpoint)
+        self.store.remove(vol.name)
         self._event("destroy", vol)
 
     def prune(self, flt: dict[str, list[str]] | None = None) -> dict[str, Any]:
@@ -116,10 +152,9 @@ class VolumeService:
                 continue
             size = _disk_usage(os.path.dirname(vol.mountpoint))
             try:
-                self.store.remove(vol.name)
+                self._delete(vol)
             except NotFound:
                 continue
-            self._event("destroy", vol)
             deleted.append(vol.name)
             reclaimed += size
         return {"VolumesDeleted": deleted or None, "SpaceReclaimed": reclaimed}

@@ -54,10 +54,11 @@ def test_crash_during_create_leaves_nothing(point: str, tmp_path: Path, busybox_
     image_snapshots = _snapshots(d)
     cgroups = _container_cgroups()
     try:
-        res = d.docker("create", "--name", "half", "busybox", "true", check=False)
+        res = d.docker("create", "--name", "half", "-v", "halfvol:/data", "-v", "/anon", "busybox", "true", check=False)
         assert res.returncode != 0
         d = _restart_after_crash(d)
         assert d.docker("ps", "-aq").stdout == ""
+        assert d.docker("volume", "ls", "-q").stdout == ""  # the volumes this create made went too
         assert mounts_under(str(d.root / "exec" / "bundles")) == []
         assert _snapshots(d) == image_snapshots
         assert _container_cgroups() == cgroups
