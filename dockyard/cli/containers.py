@@ -876,7 +876,8 @@ def _lazy(module: str, func: str) -> Any:
 
 _CONTAINER_SUBCOMMANDS.update({name: _lazy(module, f"cmd_{name}") for name, module in (
     ("restart", "lifecycle"), ("pause", "lifecycle"), ("unpause", "lifecycle"), ("rename", "lifecycle"),
-    ("top", "lifecycle"), ("stats", "stats"))})
+    ("top", "lifecycle"), ("stats", "stats"), ("commit", "container_fs"), ("diff", "container_fs"),
+    ("export", "container_fs"))})
 
 
 def cmd_container(ctx: Context, args: list[str]) -> int:

@@ -43,6 +43,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("events", "cmd_events"),
     "exec": ("exec", "cmd_exec"),
     "volume": ("volumes", "cmd_volume"),
+    "commit": ("container_fs", "cmd_commit"),
+    "diff": ("container_fs", "cmd_diff"),
+    "export": ("container_fs", "cmd_export"),
 }
 
 USAGE = """\
@@ -65,9 +68,12 @@ Management Commands:
   volume      Manage volumes
 
 Commands:
+  commit      Create a new image from a container's changes
   create      Create a new container
+  diff        Inspect changes to files or directories on a container's filesystem
   events      Get real time events from the server
   exec        Execute a command in a running container
+  export      Export a container's filesystem as a tar archive
   history     Show the history of an image
   inspect     Return low-level information on Docker objects
   kill        Kill one or more running containers

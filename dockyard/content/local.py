@@ -408,6 +408,11 @@ class Writer:
         self._offset += len(view)
         return len(view)
 
+    def flush(self) -> None:
+        """Write the buffered bytes to the ingest file (as a file object's flush)."""
+        self._check_open()
+        self._flush()
+
     def _flush(self) -> None:
         if self._buf:
             _write_all(self._fd, self._buf)

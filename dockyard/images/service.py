@@ -421,11 +421,48 @@ class ImageService:
                 raise
         return cfg.id
 
-    def _record(self, cfg: ImageConfig, layers: list[Descriptor], names: list[str], size: int) -> Image:
+    def commit(self, parent: Image, lower: list[Any], upper: list[Any], config_section: dict[str, Any], *,
+               repo: str | None = None, tag: str | None = None, comment: str = "", author: str = "",
+               created_by: str = "") -> str:
+        """docker commit: a new image, ``parent`` plus one layer holding what the mounts
+        ``upper`` change over ``lower`` (the container's snapshot over its image's)."""
+        from dockyard.archive import write_diff
+
+        ref = reference.parse_repo_tag(repo, tag) if repo else None
+        with self._lock:
+            before = self._state()
+            try:
+                writer = self.content.writer(f"commit-{uuid.uuid4().hex}")
+                try:
+                    diff = write_diff(lower, upper, writer)
+                    layer_digest = writer.commit()
+                except BaseException:
+                    writer.abort()
+                    raise
+                with self.content.open(layer_digest) as f:
+                    diff_id, size = self._apply(f, parent.chain[-1] if parent.chain else None, None, diff.diff_id)
+                created = now_rfc3339()
+                entry: dict[str, Any] = {"created": created, "created_by": created_by}
+                if author:
+                    entry["author"] = author
+                if comment:
+                    entry["comment"] = comment
+                cfg = new_config([*parent.config.diff_ids, diff_id], created=created, config=config_section,
+                                 history=[*parent.config.history, entry], author=author or None, comment=comment or None)
+                layers = [*parent.manifest.layers, Descriptor(mt.layer_type(None, oci=False), layer_digest, diff.size)]
+                self._record(cfg, layers, [str(ref)] if ref else [], parent.record.size + size, parent=parent.id)
+            except BaseException:
+                self._rollback(before)
+                raise
+        return cfg.id
+
+    def _record(self, cfg: ImageConfig, layers: list[Descriptor], names: list[str], size: int,
+                parent: str = "") -> Image:
         config_digest = self.content.put(cfg.raw)
         manifest = build_manifest(Descriptor(mt.DOCKER_CONFIG, config_digest, len(cfg.raw)), layers)
         self.content.put(manifest.raw)
-        rec = ImageRecord(cfg.id, Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)), size)
+        rec = ImageRecord(cfg.id, Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)), size,
+                          parent=parent)
         self._retag(rec, names)
         return Image(rec, manifest, cfg)
 

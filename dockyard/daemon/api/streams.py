@@ -40,13 +40,15 @@ class ResponseWriter(io.RawIOBase):
     def __init__(self, response: web.StreamResponse, loop: asyncio.AbstractEventLoop) -> None:
         self._response = response
         self._loop = loop
+        self.done = False  # set once the producer is over: later writes (a buffer's flush
+        # when it is collected, on the loop's own thread) must not wait on the loop
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
         data = bytes(data)
-        if data:
+        if data and not self.done:
             asyncio.run_coroutine_threadsafe(self._response.write(data), self._loop).result()
         return len(data)
 
@@ -70,13 +72,18 @@ async def stream_bytes(request: web.Request, produce: Callable[[io.BufferedWrite
                 started = True
             return super().write(data)
 
-    out = io.BufferedWriter(_LazyStart(response, loop), _CHUNK)
+    raw = _LazyStart(response, loop)
+    out = io.BufferedWriter(raw, _CHUNK)
     try:
         await asyncio.to_thread(lambda: (produce(out), out.flush()))
     except DockyardError:
         if not started:
             raise
         return response  # the client sees a truncated stream, as with docker
+    except ConnectionError:
+        return response  # the client went away (``export | head``): nothing to answer
+    finally:
+        raw.done = True
     if not started:
         await response.prepare(request)
     await response.write_eof()
