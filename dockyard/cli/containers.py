@@ -878,6 +878,7 @@ _CONTAINER_SUBCOMMANDS.update({name: _lazy(module, f"cmd_{name}") for name, modu
     ("restart", "lifecycle"), ("pause", "lifecycle"), ("unpause", "lifecycle"), ("rename", "lifecycle"),
     ("top", "lifecycle"), ("stats", "stats"), ("commit", "container_fs"), ("diff", "container_fs"),
     ("export", "container_fs"))})
+_CONTAINER_SUBCOMMANDS["prune"] = _lazy("system", "cmd_container_prune")
 
 
 def cmd_container(ctx: Context, args: list[str]) -> int:

@@ -202,6 +202,9 @@ class ContainerService:
             rows = self._db.execute("SELECT doc FROM containers").fetchall()
         return [Record.from_doc(r[0]) for r in rows]
 
+    def records(self) -> list[Record]:
+        return self._all()
+
     def _by_id(self, cid: str) -> Record | None:
         with self._lock:
             row = self._db.execute("SELECT doc FROM containers WHERE id = ?", (cid,)).fetchone()
@@ -660,6 +663,37 @@ class ContainerService:
             self.snapshotter.remove(snapshot_key)
         shutil.rmtree(log_dir, ignore_errors=True)
 
+    def prune(self, until_ns: int | None = None, labels: list[str] | None = None,
+              not_labels: list[str] | None = None) -> dict[str, Any]:
+        """``container prune``: remove the containers that are not running (created before
+        ``until``, with / without the labels), counting their writable layers' bytes."""
+        def has(rec: Record, wanted: str) -> bool:
+            key, eq, value = wanted.partition("=")
+            got = rec.config.get("Labels") or {}
+            return key in got and (not eq or got[key] == value)
+
+        deleted, reclaimed = [], 0
+        for rec in self._all():
+            if rec.running or rec.extra.get("incomplete"):
+                continue
+            if until_ns is not None and _parse_ts(rec.created) * 1e9 >= until_ns:
+                continue
+            if not all(has(rec, w) for w in labels or []) or any(has(rec, w) for w in not_labels or []):
+                continue
+            size = self.sizes(rec)[0]
+            try:
+                self.remove(rec.id)
+            except (NotFound, Conflict):
+                continue  # removed or started meanwhile
+            deleted.append(rec.id)
+            reclaimed += size
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    def image_user(self, image_id: str) -> tuple[str, bool] | None:
+        """A container made from the image (a running one first), as (id, running)."""
+        users = [(rec.id, rec.running) for rec in self._all() if rec.image == image_id]
+        return max(users, key=lambda u: u[1]) if users else None
+
     def volume_users(self, name: str) -> list[str]:
         """The containers whose HostConfig mounts the volume ``name`` (Binds' ``name:/path``
         or a Mounts entry of type volume)."""
@@ -727,7 +761,7 @@ class ContainerService:
             "NetworkSettings": self._network_settings(rec),
         }
         if size:
-            out["SizeRw"], out["SizeRootFs"] = self._sizes(rec)
+            out["SizeRw"], out["SizeRootFs"] = self.sizes(rec)
         return out
 
     @staticmethod
@@ -774,7 +808,7 @@ class ContainerService:
                 "NetworkSettings": {"Networks": {}}, "Mounts": [],
             })
             if size:
-                out[-1]["SizeRw"], out[-1]["SizeRootFs"] = self._sizes(r)
+                out[-1]["SizeRw"], out[-1]["SizeRootFs"] = self.sizes(r)
             if limit and limit > 0 and len(out) >= limit:
                 break
         return out
@@ -973,7 +1007,7 @@ class ContainerService:
                     return stats.sample(cg, rec.name, rec.id)
         return stats.empty(rec.name, rec.id)
 
-    def _sizes(self, rec: Record) -> tuple[int, int]:
+    def sizes(self, rec: Record) -> tuple[int, int]:
         """(SizeRw: bytes of the files in the container's writable layer, SizeRootFs: that
         plus the image's size), as docker counts them: apparent sizes of non-directories,
         each hard-linked inode once."""

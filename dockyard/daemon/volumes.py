@@ -150,7 +150,7 @@ class VolumeService:
                 continue
             if self._users(vol.name):
                 continue
-            size = _disk_usage(os.path.dirname(vol.mountpoint))
+            size = tree_size(os.path.dirname(vol.mountpoint))
             try:
                 self._delete(vol)
             except NotFound:
@@ -163,7 +163,8 @@ class VolumeService:
         self.store.close()
 
 
-def _disk_usage(top: str) -> int:
+def tree_size(top: str) -> int:
+    """Bytes the files under ``top`` occupy (allocated blocks)."""
     total = 0
     for dirpath, dirnames, filenames in os.walk(top):
         for n in filenames + dirnames:

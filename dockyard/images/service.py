@@ -275,19 +275,36 @@ class ImageService:
             self.metadata.tag(str(ref), image_id)
         return ref.familiar()
 
-    def remove(self, name: str, force: bool = False, in_use: Callable[[str], str | None] | None = None) -> list[dict[str, str]]:
-        """docker rmi: untag a name, and delete the image once nothing refers to it."""
+    def remove(self, name: str, force: bool = False,
+               in_use: Callable[[str], tuple[str, bool] | None] | None = None) -> list[dict[str, str]]:
+        """docker rmi: untag a name, and delete the image once nothing refers to it.
+        ``in_use(image_id)``: a container using the image, as (id, running), or None; an
+        image in use is never deleted (``force`` only untags it, docker's messages otherwise)."""
         with self._lock:
             image_id = self.resolve_id(name)
             rec = self.metadata.get(image_id)
             short = image_id.removeprefix("sha256:")[:12]
+            user = in_use(image_id) if in_use else None
             by_id = name.removeprefix("sha256:") and image_id.removeprefix("sha256:").startswith(name.removeprefix("sha256:"))
             if by_id and not self.metadata.by_tag(_full(name)) and not self.metadata.by_digest(_full(name)):
                 repos = {_repo_of(n) for n in rec.tags + rec.digests}
                 if len(repos) > 1 and not force:
                     raise Conflict(f"conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories")
+                if user and (user[1] or not force):
+                    state = "running" if user[1] else "stopped"
+                    raise Conflict(f"conflict: unable to delete {short} ({'cannot' if user[1] else 'must'} be forced) - "
+                                   f"image is being used by {state} container {user[0][:12]}")
                 out = [{"Untagged": familiar(n)} for n in rec.tags + rec.digests]
+                if user:  # forced, stopped container: untagged, kept for it
+                    for n in rec.tags:
+                        self.metadata.untag(n)
+                    for d in rec.digests:
+                        self.metadata.remove_digest(d)
+                    return out
             else:
+                if user and not force and len(rec.tags) + len(rec.digests) <= 1:
+                    raise Conflict(f'conflict: unable to remove repository reference "{name}" (must force) - container '
+                                   f"{user[0][:12]} is using its referenced image {short}")
                 ref = reference.parse(name)
                 key = str(ref)
                 if ref.digest:
@@ -300,8 +317,10 @@ class ImageService:
                     return out
                 # last tag gone: the digests of the same repository go with it (docker does this)
                 out += [{"Untagged": familiar(d)} for d in rec.digests]
-            if in_use and (user := in_use(image_id)) and not force:
-                raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - image is being used by {user}")
+                if user:  # the last name went: the image stays for its container, nameless
+                    for d in rec.digests:
+                        self.metadata.remove_digest(d)
+                    return out
             img = self._load(rec)
             self.metadata.delete(image_id)
             out.append({"Deleted": image_id})

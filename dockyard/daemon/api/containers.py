@@ -168,6 +168,18 @@ async def wait_container(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def prune_containers(request: web.Request) -> web.Response:
+    from dockyard.daemon.api.events import parse_event_time
+
+    flt = filters(request)
+    for key in flt:
+        if key not in ("until", "label", "label!"):
+            raise InvalidArgument(f"invalid filter '{key}'")
+    until = parse_event_time(flt["until"][-1]) if flt.get("until") else None
+    result = await asyncio.to_thread(_svc(request).prune, until, flt.get("label"), flt.get("label!"))
+    return web.json_response(result)
+
+
 async def remove_container(request: web.Request) -> web.Response:
     await asyncio.to_thread(_svc(request).remove, param(request, "id"), qbool(request, "force"), qbool(request, "v"))
     return web.Response(status=204)
@@ -381,3 +393,4 @@ def register(router: Router) -> None:
     router.add("GET", "/containers/{id}/logs", container_logs)
     router.add("POST", "/containers/{id}/attach", attach_container)
     router.add("DELETE", "/containers/{id}", remove_container)
+    router.add("POST", "/containers/prune", prune_containers)

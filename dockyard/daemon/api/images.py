@@ -65,7 +65,8 @@ async def remove_image(request: web.Request) -> web.Response:
     await asyncio.to_thread(engine_of(request).containers.settle)  # their layers sit on the image's
     image_id = await asyncio.to_thread(svc.resolve_id, param(request, "name"))
     labels = await asyncio.to_thread(_labels, engine_of(request), image_id)  # untag: as it was
-    result = await asyncio.to_thread(svc.remove, param(request, "name"), qbool(request, "force"))
+    result = await asyncio.to_thread(svc.remove, param(request, "name"), qbool(request, "force"),
+                                     engine_of(request).containers.image_user)
 
     def events() -> None:
         for entry in result:
@@ -154,9 +155,11 @@ async def prune_images(request: web.Request) -> web.Response:
         wanted["label"] = flt["label"]
     deleted: list[dict[str, str]] = []
     reclaimed = 0
-    await asyncio.to_thread(engine_of(request).containers.settle)
-    # (images used by containers will be kept here once containers exist)
+    containers = engine_of(request).containers
+    await asyncio.to_thread(containers.settle)
     for summary in await asyncio.to_thread(svc.list, wanted):
+        if await asyncio.to_thread(containers.image_user, summary["Id"]):
+            continue  # an image a container uses is never pruned
         try:
             deleted += await asyncio.to_thread(svc.remove, summary["Id"], True)
             reclaimed += summary["Size"]

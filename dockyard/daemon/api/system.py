@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import socket
@@ -142,7 +143,26 @@ async def _to_thread(fn, *args):
     return await asyncio.to_thread(fn, *args)
 
 
+async def system_df(request: web.Request) -> web.Response:
+    from dockyard.daemon.diskusage import disk_usage
+
+    return web.json_response(await asyncio.to_thread(disk_usage, engine_of(request)))
+
+
+async def prune_networks(request: web.Request) -> web.Response:
+    """No user-defined networks yet (a later issue): nothing to prune, as docker's CLI's
+    ``system prune`` expects an answer."""
+    return web.json_response({"NetworksDeleted": None})
+
+
+async def prune_build_cache(request: web.Request) -> web.Response:
+    return web.json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
+
+
 def register(router: Router) -> None:
+    router.add("GET", "/system/df", system_df)
+    router.add("POST", "/networks/prune", prune_networks)
+    router.add("POST", "/build/prune", prune_build_cache)
     router.add("GET", "/_ping", ping)
     router.add("HEAD", "/_ping", ping)
     router.add("GET", "/version", version)
