@@ -119,6 +119,7 @@ _RUN_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("--network", "--net"), "str", "Connect a container to a network"),
     (("--stop-signal",), "str", "Signal to stop the container"),
     (("--stop-timeout",), "str", "Timeout (in seconds) to stop a container"),
+    (("--restart",), "str", "Restart policy to apply when a container exits (default \"no\")"),
     (("-v", "--volume"), "list", "Bind mount a volume"),
     (("--mount",), "list", "Attach a filesystem mount to the container"),
     (("--tmpfs",), "list", "Mount a tmpfs directory"),
@@ -448,8 +449,25 @@ def _build_create_body(o: argparse.Namespace, attach_stdin: bool) -> dict[str, A
     if o.init is not None:  # unset: the daemon's default (daemon.json "init")
         host["Init"] = o.init
     _add_mounts(o, config, host)
+    if o.restart:
+        if o.rm:
+            raise CLIError("dockyard: conflicting options: cannot specify both --restart and --rm\n\n"
+                           "Run 'dockyard run --help' for more information", 125)
+        host["RestartPolicy"] = _restart_policy(o.restart)
     config["HostConfig"] = host
     return config
+
+
+def _restart_policy(value: str) -> dict[str, Any]:
+    """``name[:max-retries]`` (docker/cli's ParseRestartPolicy)."""
+    name, sep, count = value.partition(":")
+    if not sep:
+        return {"Name": name, "MaximumRetryCount": 0}
+    try:
+        return {"Name": name, "MaximumRetryCount": int(count)}
+    except ValueError:
+        raise CLIError(f'invalid argument "{value}" for "--restart" flag: maximum retry count must be an integer',
+                       125) from None
 
 
 def _add_mounts(o: Any, config: dict[str, Any], host: dict[str, Any]) -> None:
@@ -877,7 +895,7 @@ def _lazy(module: str, func: str) -> Any:
 _CONTAINER_SUBCOMMANDS.update({name: _lazy(module, f"cmd_{name}") for name, module in (
     ("restart", "lifecycle"), ("pause", "lifecycle"), ("unpause", "lifecycle"), ("rename", "lifecycle"),
     ("top", "lifecycle"), ("stats", "stats"), ("commit", "container_fs"), ("diff", "container_fs"),
-    ("export", "container_fs"))})
+    ("export", "container_fs"), ("update", "lifecycle"))})
 _CONTAINER_SUBCOMMANDS["prune"] = _lazy("system", "cmd_container_prune")
 
 

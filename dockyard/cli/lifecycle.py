@@ -93,3 +93,54 @@ def cmd_top(ctx: Context, args: list[str], prog: str = "dockyard top") -> int:
     ctx.out.write(tabwrite(rows, minwidth=20, padding=3))
     return 0
 
+
+
+def cmd_update(ctx: Context, args: list[str], prog: str = "dockyard update") -> int:
+    from dockyard.cli.client import APIError, quote
+    from dockyard.cli.containers import _go_int, _restart_policy, _size
+
+    p = new_parser(prog, usage=f"{prog} [OPTIONS] CONTAINER [CONTAINER...]",
+                   description="Update configuration of one or more containers")
+    p.add_argument("--restart", help="Restart policy to apply when a container exits")
+    p.add_argument("-m", "--memory", help="Memory limit")
+    p.add_argument("--memory-swap", help="Swap limit equal to memory plus swap: -1 to enable unlimited swap")
+    p.add_argument("--memory-reservation", help="Memory soft limit")
+    p.add_argument("--cpus", help="Number of CPUs")
+    p.add_argument("-c", "--cpu-shares", help="CPU shares (relative weight)")
+    p.add_argument("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1)")
+    p.add_argument("--pids-limit", help="Tune container pids limit (set -1 for unlimited)")
+    p.add_argument("containers", nargs="+")
+    o = p.parse_args(args)
+    body: dict[str, object] = {}
+    if o.restart:
+        body["RestartPolicy"] = _restart_policy(o.restart)
+    if o.memory:
+        body["Memory"] = _size(o.memory, "-m, --memory")
+    if o.memory_swap:
+        body["MemorySwap"] = -1 if o.memory_swap == "-1" else _size(o.memory_swap, "--memory-swap")
+    if o.memory_reservation:
+        body["MemoryReservation"] = _size(o.memory_reservation, "--memory-reservation")
+    if o.cpus:
+        try:
+            body["NanoCpus"] = int(round(float(o.cpus) * 1e9))
+        except ValueError:
+            raise CLIError(f'invalid argument "{o.cpus}" for "--cpus" flag: failed to parse {o.cpus} as a rational number', 125) from None
+    if o.cpu_shares:
+        body["CpuShares"] = _go_int(o.cpu_shares, "-c, --cpu-shares")
+    if o.cpuset_cpus:
+        body["CpusetCpus"] = o.cpuset_cpus
+    if o.pids_limit:
+        body["PidsLimit"] = _go_int(o.pids_limit, "--pids-limit")
+    if not body:
+        raise CLIError("you must provide one or more flags when using this command", 1)
+    failed = False
+    for name in o.containers:
+        try:
+            result = ctx.client.post(f"/containers/{quote(name)}/update", body=body).json()
+            for warning in result.get("Warnings") or []:
+                ctx.error(warning)
+            ctx.out.write(name + "\n")
+        except APIError as e:
+            ctx.error(f"Error response from daemon: {e.message}")
+            failed = True
+    return 1 if failed else 0

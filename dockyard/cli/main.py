@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exec": ("exec", "cmd_exec"),
     "volume": ("volumes", "cmd_volume"),
     "commit": ("container_fs", "cmd_commit"),
+    "update": ("lifecycle", "cmd_update"),
     "diff": ("container_fs", "cmd_diff"),
     "export": ("container_fs", "cmd_export"),
 }
@@ -91,6 +92,7 @@ Commands:
   tag         Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
   top         Display the running processes of a container
   unpause     Unpause all processes within one or more containers
+  update      Update configuration of one or more containers
   wait        Block until one or more containers stop, then print their exit codes
 
 Global Options:

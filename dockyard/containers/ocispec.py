@@ -290,6 +290,47 @@ def _host_hostname() -> str:
     return os.uname().nodename
 
 
+def limits_of(hc: dict[str, Any]) -> dict[str, Any]:
+    """The memory, cpu and pids sections of linux.resources for a HostConfig (create, and
+    ``update`` of a running container)."""
+    resources: dict[str, Any] = {}
+    memory: dict[str, Any] = {}
+    if hc.get("Memory"):
+        memory["limit"] = int(hc["Memory"])
+        swap = int(hc.get("MemorySwap") or 0)
+        if swap == 0:
+            swap = 2 * memory["limit"]
+        memory["swap"] = swap
+    if hc.get("MemoryReservation"):
+        memory["reservation"] = int(hc["MemoryReservation"])
+    if hc.get("MemorySwappiness") not in (None, -1):
+        memory["swappiness"] = int(hc["MemorySwappiness"])
+    if hc.get("OomKillDisable"):
+        memory["disableOOMKiller"] = True
+    if memory:
+        resources["memory"] = memory
+    cpu: dict[str, Any] = {}
+    if hc.get("NanoCpus"):
+        cpu["period"] = CPU_PERIOD
+        cpu["quota"] = int(hc["NanoCpus"]) * CPU_PERIOD // 1_000_000_000
+    else:
+        if hc.get("CpuPeriod"):
+            cpu["period"] = int(hc["CpuPeriod"])
+        if hc.get("CpuQuota"):
+            cpu["quota"] = int(hc["CpuQuota"])
+    if hc.get("CpuShares"):
+        cpu["shares"] = int(hc["CpuShares"])
+    if hc.get("CpusetCpus"):
+        cpu["cpus"] = hc["CpusetCpus"]
+    if hc.get("CpusetMems"):
+        cpu["mems"] = hc["CpusetMems"]
+    if cpu:
+        resources["cpu"] = cpu
+    if hc.get("PidsLimit") and hc["PidsLimit"] > 0:
+        resources["pids"] = {"limit": int(hc["PidsLimit"])}
+    return resources
+
+
 _default_profiles: dict[tuple[str, ...], dict[str, Any]] = {}
 
 
@@ -447,40 +488,7 @@ def build_spec(
         resources["devices"] = [{"allow": True, "access": "rwm"}]
     else:
         resources["devices"] = [dict(r) for r in DOCKER_DEVICE_RULES]
-    memory: dict[str, Any] = {}
-    if hc.get("Memory"):
-        memory["limit"] = int(hc["Memory"])
-        swap = int(hc.get("MemorySwap") or 0)
-        if swap == 0:
-            swap = 2 * memory["limit"]
-        memory["swap"] = swap
-    if hc.get("MemoryReservation"):
-        memory["reservation"] = int(hc["MemoryReservation"])
-    if hc.get("MemorySwappiness") not in (None, -1):
-        memory["swappiness"] = int(hc["MemorySwappiness"])
-    if hc.get("OomKillDisable"):
-        memory["disableOOMKiller"] = True
-    if memory:
-        resources["memory"] = memory
-    cpu: dict[str, Any] = {}
-    if hc.get("NanoCpus"):
-        cpu["period"] = CPU_PERIOD
-        cpu["quota"] = int(hc["NanoCpus"]) * CPU_PERIOD // 1_000_000_000
-    else:
-        if hc.get("CpuPeriod"):
-            cpu["period"] = int(hc["CpuPeriod"])
-        if hc.get("CpuQuota"):
-            cpu["quota"] = int(hc["CpuQuota"])
-    if hc.get("CpuShares"):
-        cpu["shares"] = int(hc["CpuShares"])
-    if hc.get("CpusetCpus"):
-        cpu["cpus"] = hc["CpusetCpus"]
-    if hc.get("CpusetMems"):
-        cpu["mems"] = hc["CpusetMems"]
-    if cpu:
-        resources["cpu"] = cpu
-    if hc.get("PidsLimit") and hc["PidsLimit"] > 0:
-        resources["pids"] = {"limit": int(hc["PidsLimit"])}
+    resources.update(limits_of(hc))
     if hc.get("BlkioWeight"):
         resources["blockIO"] = {"weight": int(hc["BlkioWeight"])}
     linux["resources"] = resources

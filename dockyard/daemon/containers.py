@@ -15,6 +15,7 @@ Every method is blocking: the API calls them through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -28,10 +29,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from dockyard.containers.config import command_of, normalize_create, parse_signal
+from dockyard.containers.config import (
+    command_of,
+    normalize_create,
+    parse_signal,
+    validate_host_config,
+)
 from dockyard.containers.mountspec import MountPoint, parse_mounts, volumes_from
 from dockyard.containers.names import generate_name, validate_name
-from dockyard.containers.ocispec import CGROUP_PARENT, build_spec
+from dockyard.containers.ocispec import CGROUP_PARENT, build_spec, limits_of
 from dockyard.errors import (
     Conflict,
     DockyardError,
@@ -49,6 +55,7 @@ from dockyard.snapshots import Kind
 log = logging.getLogger("dockyard.containers")
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
+_BACKOFF_FIRST, _BACKOFF_MAX, _BACKOFF_RESET = 0.1, 60.0, 10.0  # seconds (docker's restart manager)
 _UNKNOWN_EXIT = 255
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -80,6 +87,9 @@ class Record:
     finished_at: str = _ZERO_TIME
     error: str = ""
     paused: bool = False  # running with its cgroup frozen (docker's State.Paused)
+    restart_count: int = 0  # restarts by the restart policy (docker's RestartCount)
+    restarting: bool = False  # exited, its policy's restart pending (State.Restarting)
+    manually_stopped: bool = False  # stop/kill by a client: always / unless-stopped wait for a start
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_doc(self) -> str:
@@ -96,6 +106,8 @@ class Record:
     @property
     def state(self) -> str:
         """docker's State.Status: ``paused`` for a running container that is frozen."""
+        if self.restarting and self.status != "running":
+            return "restarting"
         return "paused" if self.paused and self.status == "running" else self.status
 
 
@@ -324,9 +336,15 @@ class ContainerService:
                 self._exits[cid] = self._exits.get(cid, 0) + 1
                 auto_remove = bool(rec.host_config.get("AutoRemove")) and cid not in self._restarting
                 self.event(rec, "die", self._die_attributes(rec))
+                delay = self._restart_delay(rec)
+                rec.restarting = delay is not None
                 self._save(rec)
                 self._changed.notify_all()
-            if auto_remove:
+            if delay is not None:
+                timer = threading.Timer(delay, self._auto_restart, (cid,))
+                timer.daemon = True
+                timer.start()
+            elif auto_remove:
                 with contextlib.suppress(NotFound):
                     self.remove(cid, force=True, volumes=True)  # --rm takes its anonymous volumes
         except Exception:  # a monitor must never die silently with the waiters hanging
@@ -483,6 +501,10 @@ class ContainerService:
             rec = self._refresh(rec)
             if rec.running:
                 raise NotModified("container already started")
+            if rec.manually_stopped or rec.restarting:
+                with self._lock:
+                    rec.manually_stopped = rec.restarting = False
+                    self._save(rec)
             sup = self._sup()
             if rec.status in ("exited", "dead"):
                 # the supervisor keeps one run per create: a restart is a fresh create
@@ -526,6 +548,7 @@ class ContainerService:
         signum = parse_signal(sig) if sig not in (None, "") else int(signal.SIGKILL)
         if not rec.running:
             raise Conflict(f"Cannot kill container: {ref}: Container {rec.id} is not running")
+        self._manually_stopped(rec)
         try:
             self._signal(rec, signum)
         except Conflict:
@@ -533,12 +556,18 @@ class ContainerService:
 
     def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
         rec = self._refresh(self.lookup(ref))
+        if rec.restarting:  # waiting for its policy's restart: that is cancelled
+            self._manually_stopped(rec)
+            self.event(rec, "stop")
+            return
         if not rec.running:
             raise NotModified("container already stopped")
         if timeout is None:
             st = rec.config.get("StopTimeout")
             timeout = int(st) if st is not None else 10
         signum = parse_signal(sig or rec.config.get("StopSignal") or "SIGTERM")
+        if rec.id not in self._restarting:
+            self._manually_stopped(rec)
         with contextlib.suppress(Conflict, NotFound):
             self._signal(rec, signum)  # a paused container is thawed to act on it, as docker does
         if timeout >= 0 and self._wait_exited(rec.id, timeout):
@@ -552,6 +581,107 @@ class ContainerService:
             self._signal(self._refresh(rec), int(signal.SIGKILL))
         self._wait_exited(rec.id, None)
         self.event(rec, "stop")
+
+    _UPDATABLE = ("RestartPolicy", "Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuPeriod",
+                  "CpuQuota", "CpusetCpus", "CpusetMems", "PidsLimit", "BlkioWeight")
+
+    def update(self, ref: str, body: Any) -> dict[str, Any]:
+        """``docker update``: the restart policy and the resource limits, applied to the
+        cgroup of a running container at once and kept for its next starts."""
+        if not isinstance(body, dict):
+            raise InvalidArgument("invalid JSON: the body must be an object")
+        rec = self.lookup(ref)
+        with self._locked(rec.id):
+            rec = self._refresh(rec)
+            hc = copy.deepcopy(rec.host_config)
+            changed = {k: v for k, v in body.items() if k in self._UPDATABLE and v not in (None, 0, "", {})}
+            if "RestartPolicy" in changed and hc.get("AutoRemove") and (changed["RestartPolicy"] or {}).get("Name", "no") != "no":
+                raise InvalidArgument("Restart policy cannot be updated because AutoRemove is enabled for the container")
+            if changed.get("Memory") and not changed.get("MemorySwap") and hc.get("MemorySwap", 0) > 0:
+                hc["MemorySwap"] = 0  # docker: a new memory limit without a swap limit gets swap = 2 x memory
+            hc.update(copy.deepcopy(changed))
+            warnings: list[str] = []
+            validate_host_config(hc, warnings)
+            limits = limits_of(hc)
+            if rec.running and any(k != "RestartPolicy" for k in changed):
+                warnings += [str(w) for w in self._cgroup(rec).update(limits) or []]
+            self._store_limits(rec, limits)
+            with self._lock:
+                rec = self._refresh(rec)
+                rec.host_config = hc
+                self._save(rec)
+        self.event(rec, "update")
+        return {"Warnings": warnings or None}
+
+    @staticmethod
+    def _store_limits(rec: Record, limits: dict[str, Any]) -> None:
+        """The new limits in the bundle's config.json, which the next start runs."""
+        path = os.path.join(rec.bundle, "config.json")
+        with open(path) as f:
+            spec = json.load(f)
+        resources = spec.setdefault("linux", {}).setdefault("resources", {})
+        for key in ("memory", "cpu", "pids"):
+            resources.pop(key, None)
+        resources.update(limits)
+        tmp = path + ".new"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(spec))
+        os.replace(tmp, path)
+
+    def _manually_stopped(self, rec: Record) -> None:
+        """A client stopped it: no restart by its policy until it is started again."""
+        with self._lock:
+            cur = self._by_id(rec.id)
+            if cur is not None:
+                cur.manually_stopped, cur.restarting = True, False
+                self._save(cur)
+
+    def _restart_delay(self, rec: Record) -> float | None:
+        """Seconds until the policy restarts the container that just exited, or None.
+        docker's back-off: 100 ms, doubled at each restart up to a minute, back to 100 ms
+        once a run lasted 10 s."""
+        policy = rec.host_config.get("RestartPolicy") or {}
+        name = policy.get("Name") or "no"
+        if rec.manually_stopped or rec.id in self._restarting or name == "no":
+            return None
+        if name == "on-failure":
+            retries = int(policy.get("MaximumRetryCount") or 0)
+            if rec.exit_code == 0 or (retries and rec.restart_count >= retries):
+                return None
+        ran = _parse_ts(rec.finished_at) - _parse_ts(rec.started_at)
+        previous = float(rec.extra.get("backoff") or 0)
+        delay = _BACKOFF_FIRST if ran >= _BACKOFF_RESET or not previous else min(previous * 2, _BACKOFF_MAX)
+        rec.extra["backoff"] = delay
+        return delay
+
+    def _auto_restart(self, cid: str) -> None:
+        with self._lock:
+            rec = self._by_id(cid)
+            if rec is None or rec.running or not rec.restarting or rec.manually_stopped:
+                return
+            rec.restart_count += 1
+            self._save(rec)
+        try:
+            self.start(cid)
+        except DockyardError as e:
+            log.warning("restarting container %s failed: %s", cid, e)
+
+    def start_by_policy(self) -> None:
+        """At daemon start: the containers their policy keeps running (always; unless-stopped
+        unless a client stopped it; a restart that was pending) and that are not running."""
+        for rec in self._all():
+            name = (rec.host_config.get("RestartPolicy") or {}).get("Name")
+            wanted = rec.restarting or name == "always" or (name == "unless-stopped" and not rec.manually_stopped)
+            if rec.running or not wanted or rec.extra.get("incomplete"):
+                continue
+            if name == "always" and rec.manually_stopped:
+                with self._lock:
+                    rec.manually_stopped = False
+                    self._save(rec)
+            try:
+                self.start(rec.id)
+            except DockyardError as e:
+                log.warning("starting container %s for its restart policy failed: %s", rec.id, e)
 
     def _wait_exited(self, cid: str, timeout: float | None) -> bool:
         """Until the record says not running (or is gone); False on timeout."""
@@ -740,7 +870,8 @@ class ContainerService:
             "Path": args[0] if args else "",
             "Args": args[1:],
             "State": {
-                "Status": rec.state, "Running": st == "running", "Paused": rec.state == "paused", "Restarting": False,
+                "Status": rec.state, "Running": st == "running", "Paused": rec.state == "paused",
+                "Restarting": rec.state == "restarting",
                 "OOMKilled": rec.oom_killed, "Dead": st == "dead", "Pid": rec.pid if st == "running" else 0,
                 "ExitCode": rec.exit_code, "Error": rec.error, "StartedAt": rec.started_at,
                 "FinishedAt": rec.finished_at,
@@ -749,7 +880,7 @@ class ContainerService:
             "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "",
             "LogPath": rec.log_path,
             "Name": rec.name,
-            "RestartCount": 0,
+            "RestartCount": rec.restart_count,
             "Driver": self.snapshotter.name,
             "Platform": "linux",
             "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
@@ -776,6 +907,8 @@ class ContainerService:
         if rec.status == "running":
             up = "Up " + human_duration(now - _parse_ts(rec.started_at))
             return up + " (Paused)" if rec.paused else up
+        if rec.state == "restarting":
+            return f"Restarting ({rec.exit_code}) {human_duration(now - _parse_ts(rec.finished_at))} ago"
         if rec.status == "exited":
             if rec.finished_at == _ZERO_TIME:
                 return "Created"

@@ -57,6 +57,7 @@ class Engine:
             self._connect()
         self.containers.remove_incomplete()
         self.containers.remove_orphans()
+        self.containers.start_by_policy()
 
     # ------------------------------------------------------------------ supervisor
 

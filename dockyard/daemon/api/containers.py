@@ -168,6 +168,11 @@ async def wait_container(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def update_container(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    return web.json_response(await asyncio.to_thread(_svc(request).update, param(request, "id"), body))
+
+
 async def prune_containers(request: web.Request) -> web.Response:
     from dockyard.daemon.api.events import parse_event_time
 
@@ -394,3 +399,4 @@ def register(router: Router) -> None:
     router.add("POST", "/containers/{id}/attach", attach_container)
     router.add("DELETE", "/containers/{id}", remove_container)
     router.add("POST", "/containers/prune", prune_containers)
+    router.add("POST", "/containers/{id}/update", update_container)
