@@ -249,6 +249,25 @@ def _validate_config(config: dict[str, Any]) -> None:
     if config.get("Labels") is not None and not all(
             isinstance(k, str) and isinstance(v, str) for k, v in config["Labels"].items()):
         raise InvalidArgument("invalid JSON: Labels must map strings to strings")
+    _validate_healthcheck(config.get("Healthcheck"))
+
+
+def _validate_healthcheck(hc: Any) -> None:
+    """docker's checks of a healthcheck's timings (nanoseconds; 0 = the default)."""
+    if hc is None:
+        return
+    if not isinstance(hc, dict):
+        raise InvalidArgument("invalid JSON: Healthcheck must be an object")
+    test = hc.get("Test")
+    if test is not None and (not isinstance(test, list) or not all(isinstance(t, str) for t in test)):
+        raise InvalidArgument("invalid JSON: Healthcheck.Test must be a list of strings")
+    for key in ("Interval", "Timeout", "StartPeriod", "StartInterval"):
+        value = hc.get(key) or 0
+        if not isinstance(value, int) or (value != 0 and value < 1_000_000):
+            raise InvalidArgument(f"{key} in Healthcheck cannot be less than 1ms")
+    retries = hc.get("Retries") or 0
+    if not isinstance(retries, int) or retries < 0:
+        raise InvalidArgument("Retries in Healthcheck cannot be negative")
 
 
 def parse_signal(raw: Any) -> int:

@@ -38,6 +38,7 @@ from dockyard.containers.config import (
 from dockyard.containers.mountspec import MountPoint, parse_mounts, volumes_from
 from dockyard.containers.names import generate_name, validate_name
 from dockyard.containers.ocispec import CGROUP_PARENT, build_spec, limits_of
+from dockyard.daemon.health import HealthMonitor, probe_command
 from dockyard.errors import (
     Conflict,
     DockyardError,
@@ -200,6 +201,7 @@ class ContainerService:
         self._cgroups: dict[str, Any] = {}  # id -> its Cgroup (stats, top), opened on first use
         self._collecting: set[str] = set()  # removed containers whose files are being deleted
         self._removed_exits: dict[str, int] = {}  # the last removals' exit codes, for their waiters
+        self._health: dict[str, HealthMonitor] = {}  # id -> the healthcheck of its current run
 
     # ------------------------------------------------------------------ records
 
@@ -284,6 +286,7 @@ class ContainerService:
             self._save(rec)
             if rec.running:
                 self._monitor(rec.id)
+                self._start_health(rec, reset=False)
 
     def remove_incomplete(self) -> None:
         """At daemon start: a record whose create never completed (the previous daemon died
@@ -338,6 +341,9 @@ class ContainerService:
                 self.event(rec, "die", self._die_attributes(rec))
                 delay = self._restart_delay(rec)
                 rec.restarting = delay is not None
+                monitor = self._health.pop(cid, None)
+                if monitor is not None:
+                    monitor.stop()
                 self._save(rec)
                 self._changed.notify_all()
             if delay is not None:
@@ -528,6 +534,7 @@ class ContainerService:
                 rec.paused = False
                 self._save(rec)
             self._monitor(rec.id)
+            self._start_health(rec)
             self.event(rec, "start")
 
     def resize(self, ref: str, height: int, width: int) -> None:
@@ -627,6 +634,44 @@ class ContainerService:
         with open(tmp, "w") as f:
             f.write(json.dumps(spec))
         os.replace(tmp, path)
+
+    def _start_health(self, rec: Record, reset: bool = True) -> None:
+        """The healthcheck of the run that just started (``reset``: its state begins as
+        "starting"; a restarted daemon keeps the state it finds)."""
+        hc = rec.config.get("Healthcheck") or {}
+        command = probe_command(hc)
+        if command is None:
+            return
+        with self._lock:
+            old = self._health.pop(rec.id, None)
+            if old is not None:
+                old.stop()
+            cur = self._by_id(rec.id)
+            if cur is None:
+                return
+            if reset or "Health" not in cur.extra:
+                cur.extra["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
+                self._save(cur)
+            monitor = self._health[rec.id] = HealthMonitor(self, rec.id, cur.started_at, hc, command)
+        monitor.start()
+
+    def health_run_is(self, cid: str, run: str) -> bool:
+        rec = self._by_id(cid)
+        return rec is not None and rec.running and rec.started_at == run
+
+    def update_health(self, cid: str, run: str, update: Callable[[dict[str, Any]], str]) -> None:
+        """Apply a probe's result to the container's health (``update`` returns the new
+        status); a change of status is docker's ``health_status: <status>`` event."""
+        with self._lock:
+            rec = self._by_id(cid)
+            if rec is None or rec.started_at != run or not rec.running:
+                return
+            health = rec.extra.setdefault("Health", {"Status": "starting", "FailingStreak": 0, "Log": []})
+            before = health.get("Status")
+            after = update(health)
+            self._save(rec)
+            if after != before:
+                self.event(rec, f"health_status: {after}")
 
     def _manually_stopped(self, rec: Record) -> None:
         """A client stopped it: no restart by its policy until it is started again."""
@@ -764,6 +809,9 @@ class ContainerService:
         --rm``) without waiting for the supervisor's container (its cgroup) and the files
         to be deleted. Until they are, ``settle()`` waits for them; should the daemon die
         in between, ``remove_orphans()`` at the next start deletes what no record owns."""
+        monitor = self._health.pop(rec.id, None)
+        if monitor is not None:
+            monitor.stop()
         with self._lock:
             self._db.execute("DELETE FROM containers WHERE id = ?", (rec.id,))
             self._removed_exits[rec.id] = rec.exit_code
@@ -872,6 +920,8 @@ class ContainerService:
             "State": {
                 "Status": rec.state, "Running": st == "running", "Paused": rec.state == "paused",
                 "Restarting": rec.state == "restarting",
+                **({"Health": rec.extra["Health"]} if "Health" in rec.extra and probe_command(
+                    rec.config.get("Healthcheck")) else {}),
                 "OOMKilled": rec.oom_killed, "Dead": st == "dead", "Pid": rec.pid if st == "running" else 0,
                 "ExitCode": rec.exit_code, "Error": rec.error, "StartedAt": rec.started_at,
                 "FinishedAt": rec.finished_at,
@@ -906,7 +956,12 @@ class ContainerService:
         now = time.time() if now is None else now
         if rec.status == "running":
             up = "Up " + human_duration(now - _parse_ts(rec.started_at))
-            return up + " (Paused)" if rec.paused else up
+            if rec.paused:
+                return up + " (Paused)"
+            status = (rec.extra.get("Health") or {}).get("Status")
+            if status and probe_command(rec.config.get("Healthcheck")):
+                return up + (" (health: starting)" if status == "starting" else f" ({status})")
+            return up
         if rec.state == "restarting":
             return f"Restarting ({rec.exit_code}) {human_duration(now - _parse_ts(rec.finished_at))} ago"
         if rec.status == "exited":

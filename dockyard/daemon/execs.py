@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import secrets
+import select
 import struct
 import termios
 import threading
@@ -402,6 +403,48 @@ class ExecService:
         self._event(ex, "exec_die", {"execID": ex.id, "exitCode": str(code)})
         if ex.done is not None and not ex.done.done():
             ex.done.set_result(None)
+
+    def run_probe(self, cid: str, command: list[str], timeout: float) -> tuple[int, str]:
+        """Run ``command`` in the running container and wait for it, from a worker thread
+        (a health probe): its exit code and the start of its output. Past ``timeout`` the
+        process is killed and the code is -1, as docker reports it."""
+        eid = self.create(cid, {"Cmd": command, "AttachStdout": True, "AttachStderr": True})
+        ex = self.begin(eid)
+        session = self.launch(ex, None, attach=True)
+        fds = [fd for name, fd in session.fds.items() if name != "stdin"]
+        out = bytearray()
+        deadline = time.monotonic() + timeout
+        timed_out = False
+        try:
+            open_fds = list(fds)
+            while open_fds:
+                left = deadline - time.monotonic()
+                ready = select.select(open_fds, [], [], max(left, 0))[0] if left > 0 else []
+                if not ready:
+                    timed_out = True
+                    if ex.pid:
+                        with contextlib.suppress(OSError):
+                            os.kill(ex.pid, 9)
+                    break
+                for fd in ready:
+                    data = os.read(fd, 65536)
+                    if not data:
+                        open_fds.remove(fd)
+                    elif len(out) < 4096:
+                        out += data
+            try:
+                code = self.engine.supervisor().call("exec_wait", exec_id=ex.id).get("exit_code")
+                code = _UNKNOWN_EXIT if code is None else int(code)
+            except DockyardError:
+                code = _UNKNOWN_EXIT
+        finally:
+            for fd in session.fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._exited(ex, code)
+        if timed_out:
+            return -1, f"Health check exceeded timeout ({timeout:g}s)"
+        return code, out.decode(errors="replace")
 
     def detached(self, ex: Exec) -> None:
         """The client typed the detach keys: the process runs on without it."""
