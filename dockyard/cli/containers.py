@@ -949,7 +949,7 @@ def _lazy(module: str, func: str) -> Any:
 _CONTAINER_SUBCOMMANDS.update({name: _lazy(module, f"cmd_{name}") for name, module in (
     ("restart", "lifecycle"), ("pause", "lifecycle"), ("unpause", "lifecycle"), ("rename", "lifecycle"),
     ("top", "lifecycle"), ("stats", "stats"), ("commit", "container_fs"), ("diff", "container_fs"),
-    ("export", "container_fs"), ("update", "lifecycle"))})
+    ("export", "container_fs"), ("update", "lifecycle"), ("cp", "cp"))})
 _CONTAINER_SUBCOMMANDS["prune"] = _lazy("system", "cmd_container_prune")
 
 

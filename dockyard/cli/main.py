@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exec": ("exec", "cmd_exec"),
     "volume": ("volumes", "cmd_volume"),
     "commit": ("container_fs", "cmd_commit"),
+    "cp": ("cp", "cmd_cp"),
     "update": ("lifecycle", "cmd_update"),
     "diff": ("container_fs", "cmd_diff"),
     "export": ("container_fs", "cmd_export"),
@@ -70,6 +71,7 @@ Management Commands:
 
 Commands:
   commit      Create a new image from a container's changes
+  cp          Copy files/folders between a container and the local filesystem
   create      Create a new container
   diff        Inspect changes to files or directories on a container's filesystem
   events      Get real time events from the server

@@ -1,4 +1,5 @@
-"""A container's filesystem: changes (docker diff), export, and POST /commit."""
+"""A container's filesystem: changes (docker diff), export, the archive API (docker cp) and
+POST /commit."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ import asyncio
 
 from aiohttp import web
 
-from dockyard.daemon import container_fs
+from dockyard.daemon import archive_api, container_fs
 from dockyard.daemon.api.server import Router, engine_of, param, qbool, read_json
-from dockyard.daemon.api.streams import stream_bytes
+from dockyard.daemon.api.streams import buffered_body, stream_bytes
 
 
 async def container_changes(request: web.Request) -> web.Response:
@@ -35,7 +36,36 @@ async def commit_container(request: web.Request) -> web.Response:
     return web.json_response({"Id": image_id}, status=201)
 
 
+_STAT = "X-Docker-Container-Path-Stat"
+
+
+async def archive_head(request: web.Request) -> web.Response:
+    svc = engine_of(request).containers
+    header = await asyncio.to_thread(archive_api.stat_header, svc, param(request, "id"), request.query.get("path", ""))
+    return web.Response(status=200, headers={_STAT: header})
+
+
+async def archive_get(request: web.Request) -> web.StreamResponse:
+    svc = engine_of(request).containers
+    path = request.query.get("path", "")
+    header = await asyncio.to_thread(archive_api.stat_header, svc, param(request, "id"), path)  # 404 first
+    return await stream_bytes(request, lambda out: archive_api.get_archive(svc, param(request, "id"), path, out),
+                              "application/x-tar", {_STAT: header})
+
+
+async def archive_put(request: web.Request) -> web.Response:
+    svc = engine_of(request).containers
+    body = buffered_body(request)
+    await asyncio.to_thread(archive_api.put_archive, svc, param(request, "id"), request.query.get("path", ""), body,
+                            copy_uid_gid=qbool(request, "copyUIDGID"),
+                            no_overwrite_dir_non_dir=qbool(request, "noOverwriteDirNonDir"))
+    return web.Response(status=200)
+
+
 def register(router: Router) -> None:
+    router.add("HEAD", "/containers/{id}/archive", archive_head)
+    router.add("GET", "/containers/{id}/archive", archive_get)
+    router.add("PUT", "/containers/{id}/archive", archive_put)
     router.add("GET", "/containers/{id}/changes", container_changes)
     router.add("GET", "/containers/{id}/export", export_container)
     router.add("POST", "/commit", commit_container)

@@ -57,11 +57,12 @@ def buffered_body(request: web.Request) -> io.BufferedReader:
     return io.BufferedReader(BodyReader(request, asyncio.get_running_loop()), _CHUNK)
 
 
-async def stream_bytes(request: web.Request, produce: Callable[[io.BufferedWriter], None], content_type: str) -> web.StreamResponse:
+async def stream_bytes(request: web.Request, produce: Callable[[io.BufferedWriter], None], content_type: str,
+                       headers: dict[str, str] | None = None) -> web.StreamResponse:
     """Run ``produce(out)`` in a thread, streaming what it writes. Errors raised before
     anything was written become a normal error response."""
     loop = asyncio.get_running_loop()
-    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
     started = False
 
     class _LazyStart(ResponseWriter):
