@@ -45,7 +45,7 @@ def _check_target(kind: str, target: str) -> str:
         raise InvalidArgument(f'invalid mount config for type "{kind}": field Target must not be empty')
     if not target.startswith("/"):
         raise InvalidArgument(f"invalid mount config for type \"{kind}\": invalid mount path: '{target}' mount path must be absolute")
-    clean = posixpath.normpath(target)
+    clean = posixpath.normpath("/" + target.lstrip("/"))  # normpath would keep a leading "//"
     if clean == "/":
         raise InvalidArgument(f'invalid mount config for type "{kind}": invalid specification: destination can\'t be \'/\'')
     return clean

@@ -32,9 +32,26 @@ _GO_TYPE = {stat.S_IFDIR: 1 << 31, stat.S_IFLNK: 1 << 27, stat.S_IFIFO: 1 << 25,
             stat.S_IFBLK: 1 << 26, stat.S_IFCHR: (1 << 26) | (1 << 21)}
 
 
-def _root(svc: Any, ref: str) -> tuple[Any, str]:
+def _clean(path: str) -> str:
+    """An absolute, normalized container path (normpath keeps a leading "//": not here)."""
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+def _locate(svc: Any, ref: str, path: str) -> tuple[str, str, bool]:
+    """(the root directory to resolve in, the path inside it, whether it is writable):
+    the container's root filesystem, or the volume or bind mounted at the path's deepest
+    mount point (the container sees that, not what lies under it in its root)."""
     rec = svc.lookup(ref)
-    return rec, os.path.join(rec.bundle, "rootfs")
+    clean = _clean(path)
+    best = None
+    for mp in rec.extra.get("MountPoints") or []:
+        dest = mp["Destination"]
+        inside = clean == dest or clean.startswith(dest.rstrip("/") + "/")
+        if mp["Type"] in ("volume", "bind") and inside and (best is None or len(dest) > len(best["Destination"])):
+            best = mp
+    if best is None:
+        return os.path.join(rec.bundle, "rootfs"), clean, not rec.host_config.get("ReadonlyRootfs")
+    return best["Source"], "/" + clean[len(best["Destination"]):].lstrip("/"), bool(best["RW"])
 
 
 
@@ -50,17 +67,17 @@ def _open(rootfs: str, path: str, flags: int, cid: str) -> int:
         os.close(rootfd)
 
 
-def _lstat_in_root(rootfs: str, path: str, cid: str) -> tuple[os.stat_result, str]:
+def _lstat_in_root(rootfs: str, path: str, cid: str, asked: str) -> tuple[os.stat_result, str]:
     """lstat of ``path`` (its parent resolved in the root, the last component not
-    followed) and, for a symlink, its target."""
+    followed) and, for a symlink, its target; ``asked``: the path the client named."""
     try:
         return _lstat(rootfs, path, cid)
     except NotFound:
-        raise NotFound(f"Could not find the file {path} in container {cid}") from None
+        raise NotFound(f"Could not find the file {asked} in container {cid}") from None
 
 
 def _lstat(rootfs: str, path: str, cid: str) -> tuple[os.stat_result, str]:
-    clean = posixpath.normpath("/" + path)
+    clean = _clean(path)
     parent, name = posixpath.split(clean)
     if not name:
         fd = _open(rootfs, "/", os.O_PATH | os.O_CLOEXEC, cid)
@@ -96,24 +113,24 @@ def stat_header(svc: Any, ref: str, path: str) -> str:
     """``X-Docker-Container-Path-Stat``: base64 of the JSON stat docker sends."""
     if not path:
         raise InvalidArgument("Path cannot be empty")
-    _, rootfs = _root(svc, ref)
-    st, target = _lstat_in_root(rootfs, path, ref)
+    rootfs, inner, _ = _locate(svc, ref, path)
+    st, target = _lstat_in_root(rootfs, inner, ref, path)
     mtime = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(st.st_mtime)) + f".{st.st_mtime_ns % 10**9:09d}Z"
-    name = posixpath.basename(posixpath.normpath("/" + path)) or "/"
+    name = posixpath.basename(_clean(path)) or "/"
     doc = {"name": name, "size": st.st_size, "mode": _go_mode(st.st_mode), "mtime": mtime, "linkTarget": target}
     return base64.b64encode(json.dumps(doc).encode()).decode()
 
 
 def get_archive(svc: Any, ref: str, path: str, out: BinaryIO) -> None:
     """A tar of ``path`` (named by its base name; ``dir/.``: the directory's contents)."""
-    _, rootfs = _root(svc, ref)
-    clean = posixpath.normpath("/" + path)
+    rootfs, inner, _ = _locate(svc, ref, path)
+    clean = _clean(path)
     contents_only = path.endswith("/.")
-    st, target = _lstat_in_root(rootfs, path, ref)
+    st, target = _lstat_in_root(rootfs, inner, ref, path)
     top = "." if contents_only else (posixpath.basename(clean) or ".")
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         if stat.S_ISDIR(st.st_mode):
-            fd = _open(rootfs, clean, _DIR_FLAGS, ref)  # the directory lstat saw: never a symlink now
+            fd = _open(rootfs, inner, _DIR_FLAGS, ref)  # the directory lstat saw: never a symlink now
             try:
                 _add_dir(tf, fd, top, os.fstat(fd))
             finally:
@@ -121,7 +138,7 @@ def get_archive(svc: Any, ref: str, path: str, out: BinaryIO) -> None:
         elif stat.S_ISLNK(st.st_mode):
             tf.addfile(_info(top, st, target))
         else:
-            parent, name = posixpath.split(clean)
+            parent, name = posixpath.split(inner)
             pfd = _open(rootfs, parent, _PARENT_FLAGS, ref)  # symlinks on the way: followed, in the root
             try:
                 _add_entry(tf, pfd, name, top)
@@ -180,10 +197,12 @@ def put_archive(svc: Any, ref: str, path: str, stream: BinaryIO, *, copy_uid_gid
                 no_overwrite_dir_non_dir: bool = False) -> None:
     """Extract a tar into the directory ``path``; each member is placed through an fd of
     its parent directory, resolved in the container's root."""
-    _, rootfs = _root(svc, ref)
-    clean = posixpath.normpath("/" + path)
-    st, _ = _lstat_in_root(rootfs, path, ref)
-    dest = _open(rootfs, clean, _PARENT_FLAGS, ref) if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode) \
+    rootfs, inner, writable = _locate(svc, ref, path)
+    if not writable:
+        raise InvalidArgument("mounted volume is marked read-only" if inner != _clean(path)
+                              else "container rootfs is marked read-only")
+    st, _ = _lstat_in_root(rootfs, inner, ref, path)
+    dest = _open(rootfs, inner, _PARENT_FLAGS, ref) if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode) \
         else None
     if dest is None:
         raise InvalidArgument("extraction point is not a directory")

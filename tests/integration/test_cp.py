@@ -96,6 +96,30 @@ def test_to_container(cli: Daemon, ctr: str, kind: str, tmp_path: Path) -> None:
     assert cli.cli("exec", ctr, "ls", "/no", check=False).returncode != 0  # nothing was made
 
 
+@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+def test_volumes_and_binds_inside_the_container(cli: Daemon, kind: str, tmp_path: Path) -> None:
+    """A path under a mount point is the mounted volume's or bind's, as the container sees it."""
+    vol = "cpvol-" + uuid.uuid4().hex[:8]
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "kept").write_text("ro\n")
+    (tmp_path / "f").write_text("into the volume\n")
+    name = "cp-mounts-" + uuid.uuid4().hex[:8]
+    cli.cli("run", "-d", "--name", name, "-v", f"{vol}:/data", "-v", f"{tmp_path / 'ro'}:/ro:ro", "busybox", "sleep", "600")
+    try:
+        _cp(cli, kind, str(tmp_path / "f"), f"{name}:/data/")
+        assert cli.cli("exec", name, "cat", "/data/f").stdout == "into the volume\n"
+        mountpoint = json.loads(cli.cli("volume", "inspect", vol).stdout)[0]["Mountpoint"]
+        assert Path(mountpoint, "f").read_text() == "into the volume\n"
+        _cp(cli, kind, f"{name}:/ro/kept", str(tmp_path / "back"))
+        assert (tmp_path / "back").read_text() == "ro\n"
+        res = _cp(cli, kind, str(tmp_path / "f"), f"{name}:/ro/", check=False)
+        assert res.returncode != 0 and "mounted volume is marked read-only" in res.stderr
+        assert sorted(os.listdir(tmp_path / "ro")) == ["kept"]
+    finally:
+        cli.cli("rm", "-f", name)
+        cli.cli("volume", "rm", vol)
+
+
 def test_stopped_container_and_docker_py(cli: Daemon) -> None:
     client = docker.DockerClient(base_url=cli.host, timeout=60)
     try:
