@@ -126,6 +126,7 @@ _RUN_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("--health-retries",), "str", "Consecutive failures needed to report unhealthy"),
     (("--health-start-period",), "str", "Start period for the container to initialize before counting retries towards unstable (ms|s|m|h) (default 0s)"),
     (("--no-healthcheck",), "bool", "Disable any container-specified HEALTHCHECK"),
+    (("--pull",), "str", "Pull image before running (\"always\", \"missing\", \"never\") (default \"missing\")"),
     (("-v", "--volume"), "list", "Bind mount a volume"),
     (("--mount",), "list", "Attach a filesystem mount to the container"),
     (("--tmpfs",), "list", "Mount a tmpfs directory"),
@@ -561,12 +562,28 @@ def _create(ctx: Context, o: argparse.Namespace, prog: str, attach_stdin: bool,
 
     body = _build_create_body(o, attach_stdin)
     params = {"name": o.name} if o.name else None
+    policy = o.pull or "missing"
+    if policy not in ("always", "missing", "never"):
+        raise CLIError(f'invalid pull option: \'{policy}\': must be one of "always", "missing" or "never"', 125)
+    if policy == "always":
+        from dockyard.cli.images import pull_image
+
+        pull_image(ctx, _tagged(o.image), out=ctx.err)
     try:
         result = ctx.client.post("/containers/create", params=params, body=body, meanwhile=meanwhile).json()
     except APIError as e:
-        if e.status == 404 and "No such image" in e.message:
-            ctx.error(f"Unable to find image '{_tagged(o.image)}' locally")
-        raise _daemon_failure(prog, e.message) from None
+        if not (e.status == 404 and "No such image" in e.message) or policy == "never":
+            raise _daemon_failure(prog, e.message) from None
+        # as docker's CLI: pull the missing image, then create again
+        ctx.error(f"Unable to find image '{_tagged(o.image)}' locally")
+        from dockyard.cli.images import pull_image
+        from dockyard.cli.progress import StreamError
+
+        try:
+            pull_image(ctx, _tagged(o.image), out=ctx.err)  # stdout is the container's
+            result = ctx.client.post("/containers/create", params=params, body=body).json()
+        except (APIError, StreamError) as e2:
+            raise _daemon_failure(prog, getattr(e2, "message", None) or str(e2)) from None
     for warning in result.get("Warnings") or []:
         ctx.error(f"WARNING: {warning}")
     return result["Id"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -354,7 +355,47 @@ def cmd_image_prune(ctx: Context, args: list[str], prog: str = "dockyard image p
 
 
 _IMAGE_SUBCOMMANDS["prune"] = cmd_image_prune
+_IMAGE_SUBCOMMANDS["pull"] = lambda ctx, args, prog="dockyard image pull": cmd_pull(ctx, args, prog)
 
 
 def cmd_image(ctx: Context, args: list[str]) -> int:
     return run_group(ctx, args, "image", "Manage images", _IMAGE_SUBCOMMANDS)
+
+
+def pull_image(ctx: Context, name: str, platform: str | None = None, quiet: bool = False, out: Any = None) -> None:
+    """POST /images/create?fromImage=: docker's progress (bars on a terminal, a line per
+    event otherwise); raises StreamError for an error the daemon sends in the stream."""
+    from dockyard.cli.progress import display_stream
+
+    image, tag = name, ""
+    if "@" in name:
+        image, tag = name.split("@", 1)
+    elif ":" in name.rsplit("/", 1)[-1]:
+        image, tag = name.rsplit(":", 1)
+    params = {"fromImage": image, "tag": tag or "latest"}
+    if platform:
+        params["platform"] = platform
+    resp = ctx.client.post("/images/create", params=params, stream=True)
+    if quiet:
+        display_stream(resp.iter_json(), io.StringIO(), tty=False)
+        return
+    out = out or ctx.out
+    display_stream(resp.iter_json(), out, tty=out.isatty())
+
+
+def cmd_pull(ctx: Context, args: list[str], prog: str = "dockyard pull") -> int:
+    p = new_parser(prog, usage=f"{prog} [OPTIONS] NAME[:TAG|@DIGEST]", description="Download an image from a registry")
+    p.add_argument("--platform", help="Set platform if server is multi-platform capable")
+    p.add_argument("-q", "--quiet", action="store_true", help="Suppress verbose output")
+    p.add_argument("name")
+    o = p.parse_args(args)
+    from dockyard import reference
+    from dockyard.errors import DockyardError
+
+    try:
+        ref = reference.parse(o.name)
+    except DockyardError as e:
+        raise CLIError(str(e), 1) from None
+    pull_image(ctx, o.name, o.platform, o.quiet)
+    ctx.out.write(str(ref) + "\n")  # docker prints the full reference
+    return 0

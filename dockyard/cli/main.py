@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "volume": ("volumes", "cmd_volume"),
     "commit": ("container_fs", "cmd_commit"),
     "cp": ("cp", "cmd_cp"),
+    "pull": ("images", "cmd_pull"),
     "update": ("lifecycle", "cmd_update"),
     "diff": ("container_fs", "cmd_diff"),
     "export": ("container_fs", "cmd_export"),
@@ -83,6 +84,7 @@ Commands:
   load        Load an image from a tar archive or STDIN
   logs        Fetch the logs of a container
   pause       Pause all processes within one or more containers
+  pull        Download an image from a registry
   rename      Rename a container
   restart     Restart one or more containers
   rm          Remove one or more containers

@@ -475,6 +475,29 @@ class ImageService:
                 raise
         return cfg.id
 
+    def record_pulled(self, manifest: Manifest, config: ImageConfig, ref: reference.Reference, digest: str,
+                      emit: Callable[[dict[str, Any]], None]) -> str:
+        """After a pull put every blob in the content store: unpack the layers and record the
+        image under its tag with its repo digest (``name@digest`` of what the tag named)."""
+        with self._lock:
+            before = self._state()
+            known = self.metadata.exists(config.id)
+            try:
+                size = self.unpack(manifest, config)
+                for layer in manifest.layers:
+                    emit({"status": "Pull complete", "progressDetail": {}, "id": layer.digest.removeprefix("sha256:")[:12]})
+                rec = ImageRecord(config.id, Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)), size)
+                tagged = [str(ref)] if ref.tag else []
+                had = bool(known and tagged and self.metadata.by_tag(tagged[0]) == config.id)
+                self._retag(rec, tagged, digests=[f"{ref.name}@{digest}"])
+            except BaseException:
+                self._rollback(before)
+                raise
+        emit({"status": f"Digest: {digest}"})
+        word = "Image is up to date for" if had else "Downloaded newer image for"
+        emit({"status": f"Status: {word} {ref.familiar()}"})
+        return config.id
+
     def _record(self, cfg: ImageConfig, layers: list[Descriptor], names: list[str], size: int,
                 parent: str = "") -> Image:
         config_digest = self.content.put(cfg.raw)

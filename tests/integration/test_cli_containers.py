@@ -129,10 +129,13 @@ def test_detached_lifecycle(cli: Daemon) -> None:
 
 
 def test_run_missing_image(cli: Daemon) -> None:
-    res = cli.cli("run", "--rm", "nosuchimage", "true", check=False)
+    # --pull never: no registry is asked (the default would try Docker Hub, which tests never do)
+    res = cli.cli("run", "--rm", "--pull", "never", "nosuchimage", "true", check=False)
     assert res.returncode == 125
-    assert "Unable to find image 'nosuchimage:latest' locally" in res.stderr
-    assert "dockyard: Error response from daemon: No such image" in res.stderr
+    assert "Unable to find image" not in res.stderr
+    assert "dockyard: Error response from daemon: No such image: nosuchimage:latest" in res.stderr
+    res = cli.cli("run", "--pull", "sometimes", "busybox", "true", check=False)
+    assert res.returncode == 125 and "invalid pull option: 'sometimes'" in res.stderr
 
 
 def test_ps_format_names_and_filters(cli: Daemon) -> None:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from dockyard.daemon.api.server import PARAMS_KEY, Router, engine_of, filters, param, qbool
 from dockyard.daemon.api.streams import JSONMessages, buffered_body, stream_bytes
-from dockyard.errors import DockyardError, InvalidArgument, NotImplementedYet
+from dockyard.errors import DockyardError, InvalidArgument
 
 
 def _labels(engine: object, image_id: str) -> dict[str, str]:
@@ -79,10 +79,36 @@ async def remove_image(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+async def _pull(request: web.Request) -> web.StreamResponse:
+    from dockyard import reference
+    from dockyard.distribution.pull import pull, resolve
+    from dockyard.images.model import parse_platform
+
+    image, tag = request.query.get("fromImage", ""), request.query.get("tag") or ""
+    name = image if not tag else f"{image}@{tag}" if tag.startswith("sha256:") else f"{image}:{tag}"
+    ref = reference.parse(name)  # a bad name is a 400 before the stream starts
+    platform = parse_platform(request.query["platform"]) if request.query.get("platform") else None
+    plan = await asyncio.to_thread(resolve, str(ref), platform)  # so is a missing manifest
+    engine = engine_of(request)
+    loop = asyncio.get_running_loop()
+    messages = JSONMessages(request)
+    await messages.start()
+
+    def emit(msg: dict) -> None:
+        asyncio.run_coroutine_threadsafe(messages.send(msg), loop).result()
+
+    try:
+        image_id = await asyncio.to_thread(pull, engine.images, plan, emit)
+        await asyncio.to_thread(_image_event, engine, "pull", image_id, ref.familiar())
+    except Exception as e:  # headers are sent: the error travels in the stream
+        await messages.error(e)
+    return await messages.finish()
+
+
 async def create_image(request: web.Request) -> web.StreamResponse:
     """POST /images/create: ``fromSrc`` imports a root filesystem; ``fromImage`` pulls."""
     if "fromImage" in request.query:
-        raise NotImplementedYet("pulling from a registry is not implemented yet")
+        return await _pull(request)
     src = request.query.get("fromSrc")
     if src is None:
         raise InvalidArgument("either fromSrc or fromImage must be specified")

@@ -1,0 +1,1 @@
+"""Distribution: the registry API v2 client (registry.py) and pull (pull.py)."""
