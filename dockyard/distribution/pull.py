@@ -113,7 +113,7 @@ def pull(images: Any, plan: Plan, emit: Emit) -> str:
                 done[0] += len(chunk)
                 with lock:
                     emit({"status": "Downloading", "progressDetail": {"current": done[0], "total": desc.size}, "id": sid})
-            registry.blob(repo, desc.digest, write)
+            registry.blob(repo, desc.digest, write, desc.size)
             writer.commit(size=desc.size, expected=desc.digest)
         except BaseException:
             writer.abort()

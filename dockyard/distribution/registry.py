@@ -21,6 +21,7 @@ DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 _ACCEPT = ", ".join([mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.OCI_MANIFEST, mt.OCI_INDEX])
 _CHUNK = 1 << 20
+RETRIES = 3  # a dropped blob download is taken up again this many times
 
 
 class RegistryError(DockyardError):
@@ -93,13 +94,40 @@ class Registry:
             raise self._error(resp, f"manifest {repo}:{reference}")
         return resp.read(), (resp.getheader("Content-Type") or "").split(";")[0].strip()
 
-    def blob(self, repo: str, digest: str, write: Callable[[bytes], Any]) -> None:
-        """Stream the blob into ``write`` (the caller verifies the digest)."""
-        resp = self._request("GET", f"/v2/{repo}/blobs/{digest}")
-        if resp.status != 200:
-            raise self._error(resp, f"blob {digest}")
-        while chunk := resp.read(_CHUNK):
-            write(chunk)
+    def blob(self, repo: str, digest: str, write: Callable[[bytes], Any], size: int | None = None) -> None:
+        """Stream the blob into ``write`` (the caller verifies the digest). A connection
+        that drops mid-blob is taken up again where it stopped, with an HTTP Range request
+        (bytes the registry sends again anyway are skipped), up to RETRIES times."""
+        path = f"/v2/{repo}/blobs/{digest}"
+        received = failures = 0
+        while True:
+            resp = self._request("GET", path, {"Range": f"bytes={received}-"} if received else None)
+            if resp.status not in (200, 206):
+                raise self._error(resp, f"blob {digest}")
+            skip = received if resp.status == 200 else 0  # the registry ignored the range
+            try:
+                while chunk := resp.read(_CHUNK):
+                    if skip:
+                        cut = min(skip, len(chunk))
+                        chunk, skip = chunk[cut:], skip - cut
+                        if not chunk:
+                            continue
+                    write(chunk)
+                    received += len(chunk)
+                if size is None or received >= size:
+                    return
+                raise ConnectionResetError(f"the connection closed after {received} of {size} bytes")
+            except (OSError, http.client.HTTPException) as e:
+                self._drop()
+                failures += 1
+                if failures > RETRIES:
+                    raise Unavailable(f"error pulling blob {digest}: {e} (after {RETRIES} retries)") from None
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
 
 
 def split_repository(name: str) -> tuple[str, str]:

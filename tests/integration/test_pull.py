@@ -6,10 +6,12 @@ docker's message with nothing stored."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import docker
 import pytest
 
 from tests.conftest import Daemon, store_state
-from tests.fixtures.registry import REGISTRY_BIN, LocalRegistry, start_registry
+from tests.fixtures.registry import REGISTRY_BIN, DroppingProxy, LocalRegistry, start_registry
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root"),
@@ -93,6 +95,61 @@ def test_missing_repository_or_tag(cli: Daemon, registry: LocalRegistry, kind: s
         assert res.stderr.strip() == (f"Error response from daemon: manifest for {name} not found: "
                                       "manifest unknown: manifest unknown"), res.stderr
     assert store_state(cli) == before
+
+
+@pytest.fixture(scope="module")
+def fresh_layer(registry: LocalRegistry, daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, bytes]:
+    """test/fresh:v1 in the registry: an image whose layer (300 kB of random bytes in
+    /payload) the daemon does not hold, so a pull must download it. Returns the layer's
+    digest and the payload."""
+    root = tmp_path_factory.mktemp("fresh")
+    (root / "rootfs").mkdir()
+    payload = os.urandom(300_000)
+    (root / "rootfs" / "payload").write_bytes(payload)
+    subprocess.run(["tar", "-C", str(root / "rootfs"), "-cf", str(root / "rootfs.tar"), "."], check=True)
+    daemon.cli("import", str(root / "rootfs.tar"), "fresh:v1")
+    daemon.cli("save", "-o", str(root / "fresh.tar"), "fresh:v1")
+    daemon.cli("rmi", "fresh:v1")  # its blobs go with it
+    subprocess.run(["skopeo", "copy", "-q", f"docker-archive:{root / 'fresh.tar'}", f"docker://{registry.host}/test/fresh:v1",
+                    "--dest-tls-verify=false"], check=True)
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/test/fresh:v1"],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(raw)["layers"][0]["digest"], payload
+
+
+def test_dropped_blob_download_resumes(cli: Daemon, registry: LocalRegistry, fresh_layer: tuple[str, bytes]) -> None:
+    """The registry's connection drops 1000 bytes into the layer: the pull takes it up again
+    where it stopped (an HTTP Range request) and completes."""
+    layer, payload = fresh_layer
+    proxy = DroppingProxy(registry.host, layer, after=1000, drops=1)
+    name = f"{proxy.host}/test/fresh:v1"
+    try:
+        out = cli.cli("pull", name).stdout
+        assert "Pull complete" in out
+        gets = [(line, rng) for line, rng in proxy.requests if f"/blobs/{layer} " in line]
+        assert len(gets) == 2 and gets[0][1] == "", gets
+        assert gets[1][1].startswith("bytes=") and int(gets[1][1][6:].rstrip("-")) > 0, gets
+        cid = cli.cli("create", name, "x").stdout.strip()
+        copied = cli.cli("cp", f"{cid}:/payload", "-", raw=True).stdout
+        cli.cli("rm", cid)
+        with tarfile.open(fileobj=io.BytesIO(copied)) as tf:
+            assert tf.extractfile("payload").read() == payload  # every byte, once
+    finally:
+        _forget(cli, name)
+        proxy.close()
+
+
+def test_blob_that_keeps_dropping_fails_clearly(cli: Daemon, registry: LocalRegistry, fresh_layer: tuple[str, bytes]) -> None:
+    proxy = DroppingProxy(registry.host, fresh_layer[0], after=1000, drops=100)
+    name = f"{proxy.host}/test/fresh:v1"
+    before = store_state(cli)
+    try:
+        res = cli.cli("pull", name, check=False)
+        assert res.returncode == 1
+        assert "error pulling blob sha256:" in res.stderr and "(after 3 retries)" in res.stderr, res.stderr
+        assert store_state(cli) == before  # no image, no blob, no snapshot
+    finally:
+        proxy.close()
 
 
 def test_docker_py_pull(cli: Daemon, registry: LocalRegistry) -> None:
