@@ -73,17 +73,24 @@ class Daemon:
             raise AssertionError(f"dockyard {' '.join(args)} failed ({res.returncode}): {res.stderr}")
         return res
 
-    def docker(self, *args: str, input: bytes | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-        """Run the official docker CLI against this daemon."""
+    def docker(self, *args: str, input: bytes | None = None, check: bool = True, timeout: float = 120,
+               raw: bool = False) -> subprocess.CompletedProcess:
+        """Run the official docker CLI against this daemon; text output unless ``raw``."""
         docker = shutil.which("docker")
         if docker is None:
             pytest.skip("the docker CLI is not installed")
         env = {**self.env, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "0", "DOCKER_CONFIG": str(self.root / "docker-config")}
         res = subprocess.run([docker, *args], input=input, capture_output=True, timeout=timeout, env=env)
-        res.stdout, res.stderr = res.stdout.decode(errors="replace"), res.stderr.decode(errors="replace")
+        res.stderr = res.stderr.decode(errors="replace")
+        if not raw:
+            res.stdout = res.stdout.decode(errors="replace")
         if check and res.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)} failed ({res.returncode}): {res.stderr}")
         return res
+
+    def client(self, kind: str):  # noqa: ANN201 - the bound method of either CLI
+        """``cli`` or ``docker`` by name (tests parametrized over tests/fixtures/clients.CLIS)."""
+        return self.cli if kind == "dockyard" else self.docker
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -106,10 +106,22 @@ def _from_container(ctx: Context, container: str, src: str, dest: str, follow: b
             if not name:
                 continue
             member.name = name
-            # the container's tar is untrusted: tarfile's "tar" filter refuses absolute names
-            # and anything that would land outside the destination (through a symlink too)
-            tf.extract(member, target_dir, filter="tar", set_attrs=True)
+            _extract(tf, member, target_dir)
     return 0
+
+
+def _extract(tf: tarfile.TarFile, member: tarfile.TarInfo, target_dir: str) -> None:
+    """The container's tar is untrusted: nothing may land outside the destination, by an
+    absolute name, ``..`` or a symlink extracted before. tarfile's "tar" filter checks that
+    (Python >= 3.11.4); an older tarfile gets the same check here."""
+    if hasattr(tarfile, "tar_filter"):
+        tf.extract(member, target_dir, filter="tar", set_attrs=True)
+        return
+    top = os.path.realpath(target_dir)
+    where = os.path.realpath(os.path.join(top, member.name))
+    if os.path.isabs(member.name) or os.path.commonpath([top, where]) != top:
+        raise CLIError(f"refusing to extract {member.name!r}: it is outside {target_dir}", 1)
+    tf.extract(member, target_dir, set_attrs=True)
 
 
 class _Chunks(io.RawIOBase):

@@ -19,10 +19,10 @@ import posixpath
 import shutil
 import stat
 import tarfile
-import time
 from typing import Any, BinaryIO
 
 from dockyard.errors import InvalidArgument, NotFound
+from dockyard.logs import format_time
 from dockyard.runtime.mounts import open_in_root
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -115,7 +115,7 @@ def stat_header(svc: Any, ref: str, path: str) -> str:
         raise InvalidArgument("Path cannot be empty")
     rootfs, inner, _ = _locate(svc, ref, path)
     st, target = _lstat_in_root(rootfs, inner, ref, path)
-    mtime = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(st.st_mtime)) + f".{st.st_mtime_ns % 10**9:09d}Z"
+    mtime = format_time(st.st_mtime_ns)
     name = posixpath.basename(_clean(path)) or "/"
     doc = {"name": name, "size": st.st_size, "mode": _go_mode(st.st_mode), "mtime": mtime, "linkTarget": target}
     return base64.b64encode(json.dumps(doc).encode()).decode()

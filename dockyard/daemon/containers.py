@@ -49,6 +49,7 @@ from dockyard.errors import (
 )
 from dockyard.faults import crash_point
 from dockyard.humanize import human_duration
+from dockyard.labels import label_matches
 from dockyard.logs import LogRecord, format_time, read_logs
 from dockyard.mount import is_mounted, mount_all, unmount_all
 from dockyard.snapshots import Kind
@@ -846,9 +847,7 @@ class ContainerService:
         """``container prune``: remove the containers that are not running (created before
         ``until``, with / without the labels), counting their writable layers' bytes."""
         def has(rec: Record, wanted: str) -> bool:
-            key, eq, value = wanted.partition("=")
-            got = rec.config.get("Labels") or {}
-            return key in got and (not eq or got[key] == value)
+            return label_matches(rec.config.get("Labels"), wanted)
 
         deleted, reclaimed = [], 0
         for rec in self._all():
@@ -1016,11 +1015,8 @@ class ContainerService:
                 if r.status != "exited" or str(r.exit_code) not in values:
                     return False
             elif key == "label":
-                labels = r.config.get("Labels") or {}
-                for v in values:
-                    k, eq, val = v.partition("=")
-                    if k not in labels or (eq and labels[k] != val):
-                        return False
+                if not all(label_matches(r.config.get("Labels"), v) for v in values):
+                    return False
             elif key == "ancestor":
                 ids = set()
                 for v in values:

@@ -10,6 +10,7 @@ from typing import Any
 from dockyard.containers.config import command_of
 from dockyard.daemon.volumes import tree_size
 from dockyard.errors import DockyardError
+from dockyard.images.timefmt import parse_rfc3339
 from dockyard.snapshots import Kind
 
 
@@ -61,7 +62,7 @@ def disk_usage(engine: Any) -> dict[str, Any]:
         container_out.append({
             "Id": rec.id, "Names": [rec.name], "Image": rec.config.get("Image") or rec.image, "ImageID": rec.image,
             "Command": " ".join(command_of(rec.config)),
-            "Created": int(_created(rec)), "State": rec.state, "Status": containers_svc.status_text(rec),
+            "Created": int(parse_rfc3339(rec.created)), "State": rec.state, "Status": containers_svc.status_text(rec),
             "SizeRw": rw + logs, "SizeRootFs": rootfs + logs, "LogSize": logs, "Labels": rec.config.get("Labels") or {},
             "Mounts": [],
         })
@@ -74,8 +75,3 @@ def disk_usage(engine: Any) -> dict[str, Any]:
     return {"LayersSize": sum(layers.get(c, 0) for c in chain_users), "Images": image_out,
             "Containers": container_out, "Volumes": volume_out, "BuildCache": []}
 
-
-def _created(rec: Any) -> float:
-    from dockyard.daemon.containers import _parse_ts
-
-    return _parse_ts(rec.created)

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from dockyard.errors import DockyardError
+from dockyard.logs import format_time
 
 log = logging.getLogger("dockyard.health")
 
@@ -37,8 +38,7 @@ def probe_command(healthcheck: dict[str, Any] | None) -> list[str] | None:
 
 
 def _now() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+    return format_time(time.time_ns())
 
 
 class HealthMonitor:

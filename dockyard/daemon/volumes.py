@@ -8,6 +8,7 @@ from typing import Any
 
 from dockyard import syscalls
 from dockyard.errors import Conflict, InvalidArgument, NotFound
+from dockyard.labels import label_matches
 from dockyard.mount import is_mounted, unmount_all
 from dockyard.volumes import LOCAL, Volume, VolumeStore
 
@@ -21,12 +22,6 @@ def _string_map(value: Any, what: str) -> dict[str, str] | None:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise InvalidArgument(f"{what} must be an object of strings")
     return value
-
-
-def _label_match(labels: dict[str, str] | None, wanted: str) -> bool:
-    key, eq, value = wanted.partition("=")
-    labels = labels or {}
-    return key in labels and (not eq or labels[key] == value)
 
 
 def _check_filters(flt: dict[str, list[str]], allowed: tuple[str, ...]) -> None:
@@ -112,7 +107,7 @@ class VolumeService:
                 continue
             if "name" in flt and not any(n in vol.name for n in flt["name"]):
                 continue
-            if "label" in flt and not all(_label_match(vol.labels, w) for w in flt["label"]):
+            if "label" in flt and not all(label_matches(vol.labels, w) for w in flt["label"]):
                 continue
             out.append(vol.to_api())
         return {"Volumes": out, "Warnings": None}
@@ -144,9 +139,9 @@ class VolumeService:
         for vol in self.store.list():
             if not (everything or vol.anonymous):
                 continue
-            if "label" in flt and not all(_label_match(vol.labels, w) for w in flt["label"]):
+            if "label" in flt and not all(label_matches(vol.labels, w) for w in flt["label"]):
                 continue
-            if "label!" in flt and any(_label_match(vol.labels, w) for w in flt["label!"]):
+            if "label!" in flt and any(label_matches(vol.labels, w) for w in flt["label!"]):
                 continue
             if self._users(vol.name):
                 continue

@@ -32,6 +32,7 @@ from dockyard.images.model import (
     parse_manifest_or_index,
 )
 from dockyard.images.timefmt import now_rfc3339, parse_rfc3339, to_rfc3339
+from dockyard.labels import label_matches
 
 SIZE_LABEL = "dockyard.layer.size"
 _HEX = set("0123456789abcdef")
@@ -244,7 +245,7 @@ class ImageService:
             ):
                 continue
             labels = img.config.config.get("Labels") or {}
-            if any(not _label_matches(f, labels) for f in filters.get("label", [])):
+            if any(not label_matches(labels, f) for f in filters.get("label", [])):
                 continue
             created = parse_rfc3339(img.config.created)
             if before is not None and created >= before:
@@ -594,13 +595,6 @@ def _repo_of(name: str) -> str:
     if "@" in name:
         return name.split("@", 1)[0]
     return name.rsplit(":", 1)[0]
-
-
-def _label_matches(flt: str, labels: dict[str, str]) -> bool:
-    key, eq, value = flt.partition("=")
-    if key not in labels:
-        return False
-    return not eq or labels[key] == value
 
 
 __all__ = ["ImageService", "Image", "sha256_digest"]

@@ -10,21 +10,18 @@ import os
 import re
 import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import docker
 import pytest
 
 from tests.conftest import Daemon, _stop_and_check, start_daemon
+from tests.fixtures.clients import CLIS, unique
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
     pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static is not installed"),
 ]
-
-_DOCKER = pytest.param("docker", marks=pytest.mark.skipif(shutil.which("docker") is None,
-                                                          reason="the docker CLI is not installed"))
 
 
 @pytest.fixture
@@ -41,10 +38,10 @@ def own(tmp_path: Path, busybox_tar: Path):
 
 
 def _run(d: Daemon, kind: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return (d.cli if kind == "dockyard" else d.docker)(*args, check=check)
+    return (d.client(kind))(*args, check=check)
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_container_prune(own: Daemon, kind: str) -> None:
     keep = own.cli("run", "-d", "--name", "running", "busybox", "sleep", "60").stdout.strip()
     gone = [own.cli("run", "--name", f"done-{i}", "busybox", "sh", "-c", "head -c 3000 /dev/zero > /f").stdout
@@ -59,7 +56,7 @@ def test_container_prune(own: Daemon, kind: str) -> None:
     own.cli("rm", "-f", keep, labelled)
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_rmi_of_an_image_in_use(own: Daemon, kind: str) -> None:
     image_id = json.loads(own.cli("image", "inspect", "busybox").stdout)[0]["Id"]
     short = image_id.removeprefix("sha256:")[:12]
@@ -121,7 +118,7 @@ def test_system_df_and_prune(own: Daemon) -> None:
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")
 def test_docker_cli_system_commands(own: Daemon) -> None:
-    own.cli("run", "--name", "x-" + uuid.uuid4().hex[:6], "busybox", "true")
+    own.cli("run", "--name", unique("x"), "busybox", "true")
     out = own.docker("system", "df").stdout.splitlines()
     assert out[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
     assert out[2].split()[:3] == ["Containers", "1", "0"]

@@ -12,38 +12,32 @@ import shutil
 import subprocess
 import tarfile
 import time
-import uuid
 
 import docker
 import pytest
 
 from tests.conftest import Daemon, store_state
+from tests.fixtures.clients import CLIS, unique
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
     pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static is not installed"),
 ]
 
-_DOCKER = pytest.param("docker", marks=pytest.mark.skipif(shutil.which("docker") is None,
-                                                          reason="the docker CLI is not installed"))
 _SCRIPT = "mkdir /newdir && echo x > /newdir/f && rm /etc/group && echo y >> /etc/passwd"
 
 
-def _u(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(params=["dockyard", _DOCKER])
+@pytest.fixture(params=CLIS)
 def kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
 def _run(d: Daemon, kind: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return (d.cli if kind == "dockyard" else d.docker)(*args, check=check)
+    return (d.client(kind))(*args, check=check)
 
 
 def test_diff(cli: Daemon, kind: str) -> None:
-    name = _u("diff")
+    name = unique("diff")
     _run(cli, kind, "run", "--name", name, "busybox", "sh", "-c", _SCRIPT)
     try:
         assert _run(cli, kind, "diff", name).stdout.splitlines() == [
@@ -53,7 +47,7 @@ def test_diff(cli: Daemon, kind: str) -> None:
 
 
 def test_export(cli: Daemon, kind: str, tmp_path) -> None:
-    name = _u("export")
+    name = unique("export")
     _run(cli, kind, "run", "--name", name, "busybox", "sh", "-c", _SCRIPT)
     try:
         out = tmp_path / "root.tar"
@@ -64,22 +58,16 @@ def test_export(cli: Daemon, kind: str, tmp_path) -> None:
             assert tf.extractfile("newdir/f").read() == b"x\n"
             assert tf.extractfile("etc/passwd").read().endswith(b"y\n")
         # to stdout, the same archive
-        piped = subprocess.run([*_cmd(cli, kind), "export", name], capture_output=True, env=cli.env, check=True).stdout
+        piped = cli.client(kind)("export", name, raw=True).stdout
         with tarfile.open(fileobj=io.BytesIO(piped)) as tf:
             assert set(tf.getnames()) == names
     finally:
         _run(cli, kind, "rm", name)
 
 
-def _cmd(d: Daemon, kind: str) -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "dockyard.cli.main", "-H", d.host] if kind == "dockyard" else ["docker", "-H", d.host]
-
-
 def test_commit(cli: Daemon, kind: str) -> None:
-    name = _u("commit")
-    repo = _u("committed")
+    name = unique("commit")
+    repo = unique("committed")
     _run(cli, kind, "run", "--name", name, "-e", "FROM_CTR=1", "busybox", "sh", "-c", _SCRIPT)
     try:
         image_id = _run(cli, kind, "commit", "-a", "A. Author", "-m", "the message", "-c", 'CMD ["cat", "/newdir/f"]',
@@ -103,7 +91,7 @@ def test_commit(cli: Daemon, kind: str) -> None:
 
 
 def test_commit_running_container_pauses_it(cli: Daemon) -> None:
-    name = _u("live")
+    name = unique("live")
     cli.cli("run", "-d", "--name", name, "busybox", "sh", "-c", "echo live > /state; sleep 60")
     try:
         cli.cli("exec", name, "test", "-f", "/state")
@@ -119,7 +107,7 @@ def test_commit_running_container_pauses_it(cli: Daemon) -> None:
 
 
 def test_commit_bad_input_changes_nothing(cli: Daemon, kind: str) -> None:
-    name = _u("bad")
+    name = unique("bad")
     _run(cli, kind, "run", "--name", name, "busybox", "true")
     try:
         before = store_state(cli)

@@ -12,31 +12,28 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import threading
-import uuid
 from pathlib import Path
 
 import docker
 import pytest
 
 from tests.conftest import Daemon
+from tests.fixtures.clients import CLIS, unique
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
     pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static is not installed"),
 ]
 
-_DOCKER = pytest.param("docker", marks=pytest.mark.skipif(shutil.which("docker") is None,
-                                                          reason="the docker CLI is not installed"))
 _SETUP = ("mkdir -p /d/sub && echo hi > /d/sub/f && echo top > /d/t && chown 123:456 /d/t && "
           "ln -s /d/sub /lnk && exec sleep 600")
 
 
 @pytest.fixture
 def ctr(cli: Daemon):
-    name = "cp-" + uuid.uuid4().hex[:8]
+    name = unique("cp")
     cli.cli("run", "-d", "--name", name, "busybox", "sh", "-c", _SETUP)
     cli.cli("exec", name, "sh", "-c", "until [ -e /lnk ]; do sleep 0.01; done")
     yield name
@@ -44,7 +41,7 @@ def ctr(cli: Daemon):
 
 
 def _cp(d: Daemon, kind: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return (d.cli if kind == "dockyard" else d.docker)("cp", *args, check=check)
+    return (d.client(kind))("cp", *args, check=check)
 
 
 def _tree(root: Path) -> list[str]:
@@ -52,7 +49,7 @@ def _tree(root: Path) -> list[str]:
                   for p in root.rglob("*"))
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_from_container(cli: Daemon, ctr: str, kind: str, tmp_path: Path) -> None:
     _cp(cli, kind, f"{ctr}:/d", str(tmp_path))  # into an existing directory
     _cp(cli, kind, f"{ctr}:/d/.", str(tmp_path / "contents"))  # a directory's contents, new dir
@@ -63,7 +60,7 @@ def test_from_container(cli: Daemon, ctr: str, kind: str, tmp_path: Path) -> Non
                                "d/t", "followed/", "followed/f", "link", "renamed.txt"]
     assert (tmp_path / "renamed.txt").read_text() == "hi\n"
     assert os.readlink(tmp_path / "link") == "/d/sub"
-    out = subprocess.run([*_base(cli, kind), "cp", f"{ctr}:/d/t", "-"], capture_output=True, env=cli.env, check=True).stdout
+    out = cli.client(kind)("cp", f"{ctr}:/d/t", "-", raw=True).stdout
     with tarfile.open(fileobj=io.BytesIO(out)) as tf:
         (m,) = tf.getmembers()
         assert (m.name, m.uid, m.gid, tf.extractfile(m).read()) == ("t", 123, 456, b"top\n")
@@ -71,11 +68,7 @@ def test_from_container(cli: Daemon, ctr: str, kind: str, tmp_path: Path) -> Non
     assert res.returncode == 1 and "Could not find the file /no/such/file in container" in res.stderr
 
 
-def _base(d: Daemon, kind: str) -> list[str]:
-    return [sys.executable, "-m", "dockyard.cli.main", "-H", d.host] if kind == "dockyard" else ["docker", "-H", d.host]
-
-
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_to_container(cli: Daemon, ctr: str, kind: str, tmp_path: Path) -> None:
     (tmp_path / "f.txt").write_text("from host\n")
     os.chown(tmp_path / "f.txt", 321, 654)
@@ -96,14 +89,14 @@ def test_to_container(cli: Daemon, ctr: str, kind: str, tmp_path: Path) -> None:
     assert cli.cli("exec", ctr, "ls", "/no", check=False).returncode != 0  # nothing was made
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_volumes_and_binds_inside_the_container(cli: Daemon, kind: str, tmp_path: Path) -> None:
     """A path under a mount point is the mounted volume's or bind's, as the container sees it."""
-    vol = "cpvol-" + uuid.uuid4().hex[:8]
+    vol = unique("cpvol")
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro" / "kept").write_text("ro\n")
     (tmp_path / "f").write_text("into the volume\n")
-    name = "cp-mounts-" + uuid.uuid4().hex[:8]
+    name = unique("cp-mounts")
     cli.cli("run", "-d", "--name", name, "-v", f"{vol}:/data", "-v", f"{tmp_path / 'ro'}:/ro:ro", "busybox", "sleep", "600")
     try:
         _cp(cli, kind, str(tmp_path / "f"), f"{name}:/data/")
@@ -156,7 +149,7 @@ def test_symlink_swapped_to_a_host_path_never_escapes(cli: Daemon, tmp_path: Pat
     host = tmp_path / "host-dir"
     host.mkdir()
     (host / "secret").write_text("HOST-SECRET\n")
-    name = "cp-race-" + uuid.uuid4().hex[:8]
+    name = unique("cp-race")
     cli.cli("run", "-d", "--name", name, "busybox", "sh", "-c",
             f"mkdir /real && echo container > /real/secret && "
             f"while true; do ln -sfn /real /target; ln -sfn {host} /target; done")

@@ -9,26 +9,20 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 
 import docker
 import pytest
 
 from tests.conftest import Daemon
+from tests.fixtures.clients import CLIS, unique
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
     pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static is not installed"),
 ]
 
-_DOCKER = pytest.param("docker", marks=pytest.mark.skipif(shutil.which("docker") is None,
-                                                          reason="the docker CLI is not installed"))
 _FAST = ["--health-interval", "100ms", "--health-retries", "2", "--health-timeout", "2s"]
-
-
-def _u(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _health(d: Daemon, name: str) -> dict:
@@ -46,10 +40,10 @@ def _until(d: Daemon, name: str, ok: Callable[[dict], bool], timeout: float = 30
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_transitions(cli: Daemon, kind: str) -> None:
-    run = cli.cli if kind == "dockyard" else cli.docker
-    name = _u("hc")
+    run = cli.client(kind)
+    name = unique("hc")
     t0 = f"{time.time():.3f}"
     run("run", "-d", "--name", name, "--health-cmd", "test -f /tmp/ok && echo fine", *_FAST,
         "busybox", "sh", "-c", "touch /tmp/ok; exec sleep 600")
@@ -76,7 +70,7 @@ def test_transitions(cli: Daemon, kind: str) -> None:
 
 
 def test_timeout_and_start_period(cli: Daemon) -> None:
-    name = _u("slow")
+    name = unique("slow")
     cli.cli("run", "-d", "--name", name, "--health-cmd", "sleep 5", "--health-interval", "100ms",
             "--health-timeout", "200ms", "--health-retries", "1", "--health-start-period", "1h",
             "busybox", "sleep", "600")
@@ -89,12 +83,12 @@ def test_timeout_and_start_period(cli: Daemon) -> None:
 
 
 def test_image_healthcheck_and_no_healthcheck(cli: Daemon) -> None:
-    src = _u("src")
-    image = _u("healthy-image")
+    src = unique("src")
+    image = unique("healthy-image")
     cli.cli("run", "--name", src, "--health-cmd", "true", *_FAST, "busybox", "true")
     cli.cli("commit", src, image)  # the container's healthcheck goes into the image's config
     cli.cli("rm", src)
-    a, b = _u("inherits"), _u("disabled")
+    a, b = unique("inherits"), unique("disabled")
     try:
         cli.cli("run", "-d", "--name", a, image, "sleep", "600")
         _until(cli, a, lambda h: h["Status"] == "healthy")
@@ -111,7 +105,7 @@ def test_image_healthcheck_and_no_healthcheck(cli: Daemon) -> None:
 
 def test_docker_py_healthcheck(cli: Daemon) -> None:
     client = docker.DockerClient(base_url=cli.host, timeout=60)
-    name = _u("py")
+    name = unique("py")
     try:
         ct = client.containers.run("busybox", "sleep 600", detach=True, name=name,
                                    healthcheck={"test": ["CMD", "true"], "interval": 100_000_000, "retries": 2})

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,18 +17,12 @@ import pytest
 from docker.types import Mount
 
 from tests.conftest import Daemon, mounts_under
+from tests.fixtures.clients import CLIS, unique
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
     pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static is not installed"),
 ]
-
-_DOCKER = pytest.param("docker", marks=pytest.mark.skipif(shutil.which("docker") is None,
-                                                          reason="the docker CLI is not installed"))
-
-
-def _u(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 class Run:
@@ -37,10 +30,10 @@ class Run:
         self.d, self.kind = d, kind
 
     def __call__(self, *args: str, check: bool = True) -> object:
-        return (self.d.cli if self.kind == "dockyard" else self.d.docker)(*args, check=check)
+        return self.d.client(self.kind)(*args, check=check)
 
 
-@pytest.fixture(params=["dockyard", _DOCKER])
+@pytest.fixture(params=CLIS)
 def run(request: pytest.FixtureRequest, cli: Daemon) -> Iterator[Run]:
     """A client of the session daemon; the volumes a test leaves are removed, and leaving any
     (or a mount under the daemon's root) fails it."""
@@ -68,7 +61,7 @@ def test_binds(run: Run, tmp_path: Path) -> None:
     assert out == "from the host\nro-refused\n/m\n"
     assert (host / "out").read_text() == "from-ctr\n"
     assert missing.is_dir()  # -v makes a missing source
-    name = _u("binds")
+    name = unique("binds")
     run("create", "--name", name, "--mount", f"type=bind,source={host},target=/b,readonly,bind-propagation=rslave",
         "busybox", "true")
     try:
@@ -79,8 +72,8 @@ def test_binds(run: Run, tmp_path: Path) -> None:
 
 
 def test_named_volume_persists_and_gets_the_image_content(run: Run) -> None:
-    vol = _u("data")
-    name = _u("writer")
+    vol = unique("data")
+    name = unique("writer")
     run("run", "--name", name, "-v", f"{vol}:/etc", "busybox", "sh", "-c", "echo kept > /etc/mine")
     try:
         (m,) = _mounts(run, name)
@@ -95,7 +88,7 @@ def test_named_volume_persists_and_gets_the_image_content(run: Run) -> None:
         run("rm", "-v", name)  # -v takes anonymous volumes only
     assert run("run", "--rm", "-v", f"{vol}:/data", "busybox", "cat", "/data/mine").stdout == "kept\n"
     # nocopy: an empty volume stays empty
-    vol2 = _u("empty")
+    vol2 = unique("empty")
     out = run("run", "--rm", "--mount", f"type=volume,source={vol2},target=/etc,volume-nocopy", "busybox",
               "ls", "-A", "/etc").stdout
     assert out == ""
@@ -103,11 +96,11 @@ def test_named_volume_persists_and_gets_the_image_content(run: Run) -> None:
 
 
 def test_anonymous_volumes(run: Run, busybox_tar: Path) -> None:
-    image = _u("withvolume")
+    image = unique("withvolume")
     run.d.cli("import", "-c", 'CMD ["sh"]', "-c", "VOLUME /vol", str(busybox_tar), image)
     before = set(run("volume", "ls", "-q").stdout.split())
     try:
-        name = _u("anon")
+        name = unique("anon")
         run("run", "--name", name, "-v", "/extra", image, "sh", "-c", "touch /vol/a /extra/b")
         mounts = {m["Destination"]: m for m in _mounts(run, name)}
         assert sorted(mounts) == ["/extra", "/vol"]
@@ -126,7 +119,7 @@ def test_anonymous_volumes(run: Run, busybox_tar: Path) -> None:
 
 
 def test_tmpfs_mounts(run: Run) -> None:
-    name = _u("tmpfs")
+    name = unique("tmpfs")
     out = run("run", "--name", name, "--tmpfs", "/scratch:size=1m,mode=1770", "--mount",
               "type=tmpfs,target=/t2,tmpfs-size=2m,tmpfs-mode=700", "busybox", "sh", "-c",
               "grep -E ' /(scratch|t2) ' /proc/mounts; stat -c '%a %n' /scratch /t2").stdout
@@ -142,10 +135,10 @@ def test_tmpfs_mounts(run: Run) -> None:
 
 
 def test_tmpfs_volume_is_mounted_while_used(run: Run) -> None:
-    vol = _u("tvol")
+    vol = unique("tvol")
     run("volume", "create", "-o", "type=tmpfs", "-o", "device=tmpfs", "-o", "o=size=1m", vol)
     data = str(run.d.root / "data" / "volumes" / vol / "_data")
-    name = _u("tvol-user")
+    name = unique("tvol-user")
     run("run", "-d", "--name", name, "-v", f"{vol}:/t", "busybox", "sleep", "60")
     try:
         assert mounts_under(data) == [data]
@@ -158,8 +151,8 @@ def test_tmpfs_volume_is_mounted_while_used(run: Run) -> None:
 
 
 def test_volumes_from(run: Run, tmp_path: Path) -> None:
-    vol = _u("shared")
-    src = _u("source")
+    vol = unique("shared")
+    src = unique("source")
     run("create", "--name", src, "-v", f"{vol}:/shared", "-v", f"{tmp_path}:/hostdir", "busybox", "true")
     try:
         out = run("run", "--rm", "--volumes-from", f"{src}:ro", "busybox", "sh", "-c",
@@ -204,7 +197,7 @@ def test_bad_mounts_leave_nothing(run: Run, tmp_path: Path) -> None:
 
 def test_docker_py_mounts(cli: Daemon, tmp_path: Path) -> None:
     client = docker.DockerClient(base_url=cli.host, timeout=60)
-    vol = _u("py")
+    vol = unique("py")
     (tmp_path / "in").write_text("host\n")
     try:
         out = client.containers.run("busybox", "sh -c 'echo py > /v/f; cat /h/in'", remove=True,

@@ -19,6 +19,7 @@ import docker
 import pytest
 
 from tests.conftest import Daemon, store_state
+from tests.fixtures.clients import CLIS
 from tests.fixtures.registry import REGISTRY_BIN, DroppingProxy, LocalRegistry, start_registry
 
 pytestmark = [
@@ -26,9 +27,6 @@ pytestmark = [
     pytest.mark.skipif(REGISTRY_BIN is None, reason="docker-registry is not installed (apt install docker-registry)"),
     pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed"),
 ]
-
-_DOCKER = pytest.param("docker", marks=pytest.mark.skipif(shutil.which("docker") is None,
-                                                          reason="the docker CLI is not installed"))
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +52,9 @@ def _forget(d: Daemon, name: str) -> None:
     d.cli("rmi", "-f", name, check=False)
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_pull_and_run(cli: Daemon, registry: LocalRegistry, kind: str) -> None:
-    run = cli.cli if kind == "dockyard" else cli.docker
+    run = cli.client(kind)
     name = f"{registry.host}/test/busybox:v1"
     _forget(cli, name)
     out = run("pull", name).stdout
@@ -74,9 +72,9 @@ def test_pull_and_run(cli: Daemon, registry: LocalRegistry, kind: str) -> None:
     _forget(cli, name)
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_run_pulls_a_missing_image(cli: Daemon, registry: LocalRegistry, kind: str) -> None:
-    run = cli.cli if kind == "dockyard" else cli.docker
+    run = cli.client(kind)
     name = f"{registry.host}/test/busybox:v1"
     _forget(cli, name)
     res = run("run", "--rm", name, "echo", "ran")
@@ -85,9 +83,9 @@ def test_run_pulls_a_missing_image(cli: Daemon, registry: LocalRegistry, kind: s
     _forget(cli, name)
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_missing_repository_or_tag(cli: Daemon, registry: LocalRegistry, kind: str) -> None:
-    run = cli.cli if kind == "dockyard" else cli.docker
+    run = cli.client(kind)
     before = store_state(cli)
     for name in (f"{registry.host}/test/busybox:nosuchtag", f"{registry.host}/nobody/here:v1"):
         res = run("pull", name, check=False)

@@ -11,25 +11,18 @@ import os
 import shutil
 import signal
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Daemon, _stop_and_check, start_daemon
+from tests.fixtures.clients import CLIS, unique
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
     pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static is not installed"),
 ]
-
-_DOCKER = pytest.param("docker", marks=pytest.mark.skipif(shutil.which("docker") is None,
-                                                          reason="the docker CLI is not installed"))
-
-
-def _u(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def _state(d: Daemon, name: str) -> dict:
@@ -50,7 +43,7 @@ def _until(d: Daemon, name: str, ok: Callable[[dict], bool], timeout: float = 30
 
 
 def test_killed_process_comes_back(cli: Daemon) -> None:
-    name = _u("always")
+    name = unique("always")
     cli.cli("run", "-d", "--name", name, "--restart", "always", "busybox", "sleep", "600")
     try:
         first = _state(cli, name)
@@ -69,12 +62,12 @@ def test_killed_process_comes_back(cli: Daemon) -> None:
 
 
 def test_on_failure_gives_up_after_max_retries(cli: Daemon) -> None:
-    name = _u("onfail")
+    name = unique("onfail")
     cli.cli("run", "-d", "--name", name, "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 3")
     try:
         st = _until(cli, name, lambda s: s["RestartCount"] == 2 and s["Status"] == "exited")
         assert st["ExitCode"] == 3 and not st["Restarting"]
-        ok = _u("onfail-ok")
+        ok = unique("onfail-ok")
         cli.cli("run", "-d", "--name", ok, "--restart", "on-failure", "busybox", "true")
         cli.cli("wait", ok)
         assert _state(cli, ok)["RestartCount"] == 0  # exit 0: not a failure
@@ -83,9 +76,9 @@ def test_on_failure_gives_up_after_max_retries(cli: Daemon) -> None:
         cli.cli("rm", "-f", name)
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_restart_with_rm_is_refused(cli: Daemon, kind: str) -> None:
-    run = cli.cli if kind == "dockyard" else cli.docker
+    run = cli.client(kind)
     res = run("run", "--rm", "--restart", "always", "busybox", "true", check=False)
     assert res.returncode == 125 and "conflicting options: cannot specify both --restart and --rm" in res.stderr
     res = run("run", "--restart", "sometimes", "busybox", "true", check=False)
@@ -121,10 +114,10 @@ def _cgroup_file(cid: str, controller: str, name: str) -> str:
     return Path(path).read_text().strip()
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_update(cli: Daemon, kind: str) -> None:
-    run = cli.cli if kind == "dockyard" else cli.docker
-    name = _u("update")
+    run = cli.client(kind)
+    name = unique("update")
     cli.cli("run", "-d", "--name", name, "-m", "64m", "busybox", "sleep", "600")
     try:
         cid = _state(cli, name)["Id"]
@@ -141,7 +134,7 @@ def test_update(cli: Daemon, kind: str) -> None:
         assert res.returncode != 0 and "No such container: no-such-ctr-xy" in res.stderr
     finally:
         cli.cli("rm", "-f", name)
-    auto = _u("auto")
+    auto = unique("auto")
     cli.cli("run", "-d", "--rm", "--name", auto, "busybox", "sleep", "600")
     try:
         res = run("update", "--restart", "always", auto, check=False)

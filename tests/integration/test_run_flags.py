@@ -17,14 +17,12 @@ import pytest
 
 from tests.conftest import Daemon, _stop_and_check, start_daemon
 from tests.fixtures import run_flags as rf
+from tests.fixtures.clients import CLIS
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
     pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox-static is not installed"),
 ]
-
-_DOCKER = pytest.param("docker", marks=[
-    pytest.mark.e2e, pytest.mark.skipif(shutil.which("docker") is None, reason="the docker CLI is not installed")])
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +30,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> rf.Host:
     return rf.Host.make(tmp_path_factory.mktemp("runflags"))
 
 
-@pytest.fixture(params=["dockyard", _DOCKER])
+@pytest.fixture(params=CLIS)
 def client(request: pytest.FixtureRequest, daemon: Daemon, busybox_image: str) -> Iterator[rf.Client]:
     """Each test runs through the dockyard CLI and through the official docker CLI (which
     reads a ``--security-opt seccomp=<file>`` itself and sends the profile's JSON)."""

@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,15 +16,9 @@ import pytest
 
 from dockyard.volumes import ANONYMOUS_LABEL, VolumeStore
 from tests.conftest import Daemon
+from tests.fixtures.clients import CLIS, unique
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")
-
-_DOCKER = pytest.param("docker", marks=pytest.mark.skipif(shutil.which("docker") is None,
-                                                          reason="the docker CLI is not installed"))
-
-
-def _name() -> str:
-    return "vol-" + uuid.uuid4().hex[:10]
 
 
 def _volumes_dir(d: Daemon) -> Path:
@@ -44,10 +36,10 @@ def vols(daemon: Daemon) -> Iterator[Daemon]:
     assert not left, f"volumes left behind: {left}"
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_create_inspect_ls_rm(vols: Daemon, kind: str) -> None:
-    run = vols.cli if kind == "dockyard" else vols.docker
-    name = _name()
+    run = vols.client(kind)
+    name = unique("vol")
     t0 = time.time()
     assert run("volume", "create", "--label", "tier=db", "--label", "empty=", "-o", "type=tmpfs",
                "-o", "device=tmpfs", "-o", "o=size=1m", name).stdout == name + "\n"
@@ -77,10 +69,10 @@ def test_create_inspect_ls_rm(vols: Daemon, kind: str) -> None:
     assert res.stdout == "[]\n"
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_ls_filters(vols: Daemon, kind: str) -> None:
-    run = vols.cli if kind == "dockyard" else vols.docker
-    a, b = _name(), _name()
+    run = vols.client(kind)
+    a, b = unique("vol"), unique("vol")
     run("volume", "create", "--label", "app=web", "--label", "env=prod", a)
     run("volume", "create", "--label", "app=db", b)
     try:
@@ -102,14 +94,14 @@ def test_ls_filters(vols: Daemon, kind: str) -> None:
         run("volume", "rm", a, b)
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_anonymous_volumes_and_prune(vols: Daemon, kind: str) -> None:
-    run = vols.cli if kind == "dockyard" else vols.docker
+    run = vols.client(kind)
     anon = run("volume", "create").stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{64}", anon)
     (doc,) = json.loads(run("volume", "inspect", anon).stdout)
     assert doc["Labels"] == {ANONYMOUS_LABEL: ""}
-    named, kept = _name(), _name()
+    named, kept = unique("vol"), unique("vol")
     run("volume", "create", named)
     run("volume", "create", "--label", "keep=yes", kept)
     (_volumes_dir(vols) / anon / "_data" / "payload").write_bytes(b"x" * 10000)
@@ -124,9 +116,9 @@ def test_anonymous_volumes_and_prune(vols: Daemon, kind: str) -> None:
     assert not {anon, named, kept} & set(run("volume", "ls", "-q").stdout.split())
 
 
-@pytest.mark.parametrize("kind", ["dockyard", _DOCKER])
+@pytest.mark.parametrize("kind", CLIS)
 def test_bad_input_changes_nothing(vols: Daemon, kind: str) -> None:
-    run = vols.cli if kind == "dockyard" else vols.docker
+    run = vols.client(kind)
     before = sorted(os.listdir(_volumes_dir(vols))) if _volumes_dir(vols).exists() else []
     cases = [
         (["bad/name"], 'create bad/name: "bad/name" includes invalid characters for a local volume name, '
@@ -148,7 +140,7 @@ def test_bad_input_changes_nothing(vols: Daemon, kind: str) -> None:
 
 def test_docker_py_volumes(vols: Daemon) -> None:
     client = docker.DockerClient(base_url=vols.host, timeout=60)
-    name = _name()
+    name = unique("vol")
     try:
         vol = client.volumes.create(name, labels={"a": "b"})
         assert vol.name == name and vol.attrs["Labels"] == {"a": "b"}
@@ -165,7 +157,7 @@ def test_docker_py_volumes(vols: Daemon) -> None:
 
 
 def test_volume_events(vols: Daemon) -> None:
-    name = _name()
+    name = unique("vol")
     t0 = f"{time.time():.3f}"
     vols.cli("volume", "create", name)
     vols.cli("volume", "rm", name)
