@@ -79,7 +79,7 @@ class Daemon:
         docker = shutil.which("docker")
         if docker is None:
             pytest.skip("the docker CLI is not installed")
-        env = {**self.env, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "0", "DOCKER_CONFIG": str(self.root / "docker-config")}
+        env = {**self.env, "DOCKER_HOST": self.host, "DOCKER_BUILDKIT": "0"}
         res = subprocess.run([docker, *args], input=input, capture_output=True, timeout=timeout, env=env)
         res.stderr = res.stderr.decode(errors="replace")
         if not raw:
@@ -98,15 +98,18 @@ class Daemon:
             self.proc.wait(timeout=60)
 
 
-def start_daemon(root: Path, *extra: str) -> Daemon:
+def start_daemon(root: Path, *extra: str, prefix: tuple[str, ...] = ()) -> Daemon:
+    """A dockyardd on its own data and exec roots; ``prefix`` wraps its command (e.g.
+    nsenter into a network namespace). Both CLIs keep their logins in root/docker-config."""
     root.mkdir(parents=True, exist_ok=True)
     exec_root = root / "exec"
     sock = str(exec_root / "dockyard.sock")
     log = root / "daemon.log"
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "DOCKER_CONFIG": str(root / "docker-config")}
     logf = open(log, "wb")  # noqa: SIM115 - the daemon owns it for its lifetime
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dockyard.daemon.main", "--data-root", str(root / "data"),
+        [*prefix, sys.executable, "-m", "dockyard.daemon.main", "--data-root", str(root / "data"),
          "--exec-root", str(exec_root), "-H", f"unix://{sock}", *extra],
         stdout=logf, stderr=subprocess.PIPE, env=env,
     )

@@ -375,7 +375,10 @@ def pull_image(ctx: Context, name: str, platform: str | None = None, quiet: bool
     params = {"fromImage": image, "tag": tag or "latest"}
     if platform:
         params["platform"] = platform
-    resp = ctx.client.post("/images/create", params=params, stream=True)
+    from dockyard.cli.credentials import header_for
+    from dockyard.cli.registry import registry_of
+
+    resp = ctx.client.post("/images/create", params=params, stream=True, headers=header_for(registry_of(name)))
     if quiet:
         display_stream(resp.iter_json(), io.StringIO(), tty=False)
         return

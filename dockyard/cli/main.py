@@ -46,6 +46,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "commit": ("container_fs", "cmd_commit"),
     "cp": ("cp", "cmd_cp"),
     "pull": ("images", "cmd_pull"),
+    "push": ("registry", "cmd_push"),
+    "login": ("registry", "cmd_login"),
+    "logout": ("registry", "cmd_logout"),
     "update": ("lifecycle", "cmd_update"),
     "diff": ("container_fs", "cmd_diff"),
     "export": ("container_fs", "cmd_export"),
@@ -84,7 +87,10 @@ Commands:
   load        Load an image from a tar archive or STDIN
   logs        Fetch the logs of a container
   pause       Pause all processes within one or more containers
+  login       Authenticate to a registry
+  logout      Log out from a registry
   pull        Download an image from a registry
+  push        Upload an image to a registry
   rename      Rename a container
   restart     Restart one or more containers
   rm          Remove one or more containers

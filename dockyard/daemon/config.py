@@ -20,6 +20,7 @@ _FILE_KEYS = {
     "storage-driver": "storage_driver",
     "insecure-registries": "insecure_registries",
     "registry-mirrors": "registry_mirrors",
+    "registry-certs-dir": "registry_certs_dir",  # dockyard's: dockerd has the path built in
     "log-opts": "log_opts",
     "init": "init",
 }
@@ -35,6 +36,7 @@ class DaemonConfig:
     storage_driver: str = ""  # "" = detect
     insecure_registries: list[str] = field(default_factory=list)
     registry_mirrors: list[str] = field(default_factory=list)
+    registry_certs_dir: str = "/etc/docker/certs.d"
     log_opts: dict[str, str] = field(default_factory=dict)
     # dockerd's "init": run every container with --init unless its HostConfig.Init says otherwise
     init: bool = False

@@ -17,6 +17,7 @@ from dockyard.daemon.containers import ContainerService
 from dockyard.daemon.events import EventBus
 from dockyard.daemon.execs import ExecService
 from dockyard.daemon.volumes import VolumeService
+from dockyard.distribution.hosts import RegistryHosts
 from dockyard.errors import Unavailable
 from dockyard.images.metadata import MetadataStore
 from dockyard.images.service import ImageService
@@ -45,6 +46,8 @@ class Engine:
         self.snapshotter = open_snapshotter(driver, os.path.join(root, "snapshots", driver))
         self.metadata = MetadataStore(os.path.join(root, "metadata.db"))
         self.images = ImageService(self.content, self.snapshotter, self.metadata)
+        self.registries = RegistryHosts(config.insecure_registries, config.registry_mirrors,
+                                        config.registry_certs_dir)
         self.supervisor_root = os.path.join(config.exec_root, "supervisor")
         self.runtime_root = os.path.join(config.exec_root, "runtime")
         self._sup_lock = threading.Lock()

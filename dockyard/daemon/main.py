@@ -29,6 +29,8 @@ def parse_args(argv: list[str]) -> tuple[dict, str | None]:
     p.add_argument("-s", "--storage-driver", help="Storage driver to use: overlay or native")
     p.add_argument("--insecure-registry", action="append", dest="insecure_registries")
     p.add_argument("--registry-mirror", action="append", dest="registry_mirrors")
+    p.add_argument("--registry-certs-dir", dest="registry_certs_dir",
+                   help="Per-registry TLS directories <dir>/<host[:port]>/ (default /etc/docker/certs.d)")
     p.add_argument("-v", "--version", action="version", version=f"dockyardd version {__version__}")
     ns = vars(p.parse_args(argv))
     config_file = ns.pop("config_file")

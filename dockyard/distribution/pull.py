@@ -14,8 +14,15 @@ from typing import Any
 
 from dockyard import reference
 from dockyard.content.digest import sha256_digest
-from dockyard.distribution.registry import Registry, RegistryError, split_repository
-from dockyard.errors import DataCorruption, NotFound
+from dockyard.distribution.auth import AuthConfig
+from dockyard.distribution.hosts import RegistryHosts
+from dockyard.distribution.registry import (
+    Registry,
+    RegistryError,
+    open_registries,
+    split_repository,
+)
+from dockyard.errors import DataCorruption, NotFound, Unavailable
 from dockyard.images.model import (
     Descriptor,
     ImageConfig,
@@ -55,17 +62,25 @@ class Plan:
     documents: list[tuple[bytes, str]]  # manifest (and index) bytes with their digests
 
 
-def resolve(name: str, platform: dict[str, str] | None = None) -> Plan:
+def resolve(name: str, platform: dict[str, str] | None = None, *, auth: AuthConfig | None = None,
+            hosts: RegistryHosts | None = None) -> Plan:
     """Read the manifest ``name`` names (an index: the platform's entry). Errors here come
-    before any progress, as docker answers them: an HTTP error, not one in the stream."""
+    before any progress, as docker answers them: an HTTP error, not one in the stream.
+    docker.io's mirrors are tried first; the first registry that has the manifest serves
+    the whole pull."""
     ref = reference.parse(name)
     host, repo = split_repository(ref.name)
-    registry = Registry(host)
     want = platform or host_platform()
-    try:
-        raw, mtype = registry.manifest(repo, ref.digest or ref.tag or "latest")
-    except RegistryError as e:
-        raise _not_found(ref, e) from None
+    candidates = open_registries(hosts or RegistryHosts(), host, auth)
+    for registry in candidates:
+        try:
+            raw, mtype = registry.manifest(repo, ref.digest or ref.tag or "latest")
+            break
+        except (RegistryError, Unavailable) as e:
+            if registry is candidates[-1]:
+                if isinstance(e, Unavailable):
+                    raise
+                raise _not_found(ref, e) from None
     top_digest = sha256_digest(raw)
     if ref.digest and top_digest != ref.digest:
         raise DataCorruption(f"manifest digest mismatch: expected {ref.digest}, got {top_digest}")

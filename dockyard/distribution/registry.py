@@ -1,27 +1,31 @@
-"""A client of the registry HTTP API v2 (the OCI distribution spec): manifests and blobs of a
-repository, streamed, from worker threads (http.client: one connection per thread).
+"""A client of the registry HTTP API v2 (the OCI distribution spec) for one repository host:
+manifests, blobs (streamed, resumed with Range), uploads and tags, from worker threads
+(http.client: one connection per thread).
 
-Plain HTTP only for localhost and 127.0.0.0/8, as docker does without an insecure-registries
-setting; everything else over TLS. Authentication (Bearer and Basic challenges), mirrors and
-resumed downloads are the next steps of issue 6."""
+Endpoints (scheme, TLS) come from ``hosts.RegistryHosts``: the first that answers is kept.
+A 401 carries the registry's challenge: Basic gets the credentials, Bearer a token from
+the realm for the repository scopes this client needs (kept until it expires)."""
 
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import threading
-from collections.abc import Callable
-from typing import Any
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import IO, Any
 
-from dockyard.errors import DockyardError, InvalidArgument, Unavailable
+from dockyard.distribution.auth import AuthConfig, Challenge, Token, fetch_token, parse_challenges
+from dockyard.distribution.hosts import Endpoint, RegistryHosts
+from dockyard.errors import DockyardError, InvalidArgument, Unauthorized, Unavailable
 from dockyard.images import mediatypes as mt
 
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_API = "registry-1.docker.io"
 _ACCEPT = ", ".join([mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.OCI_MANIFEST, mt.OCI_INDEX])
 _CHUNK = 1 << 20
 RETRIES = 3  # a dropped blob download is taken up again this many times
+MONOLITHIC_MAX = 32 << 20  # blobs up to this size go in one PUT; larger ones in PATCH chunks
+UPLOAD_CHUNK = 64 << 20
+_TRANSPORT_ERRORS = (ConnectionError, http.client.HTTPException, OSError)
 
 
 class RegistryError(DockyardError):
@@ -32,47 +36,141 @@ class RegistryError(DockyardError):
     def __init__(self, status: int, codes: list[str], message: str) -> None:
         super().__init__(message)
         self.http_status, self.codes = status, codes
-
-
-def is_local(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 or host.startswith("[") else host
-    name = name.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+        if status == 401:
+            self.status = 401
 
 
 class Registry:
-    def __init__(self, host: str) -> None:
-        self.host = DOCKER_HUB_API if host == DOCKER_HUB else host
-        self.secure = not is_local(self.host)
-        self._local = threading.local()
+    """One registry, for the repository operations ``actions`` ("pull" or "pull,push")."""
 
-    def _conn(self) -> http.client.HTTPConnection:
+    def __init__(self, endpoints: list[Endpoint], auth: AuthConfig | None = None, actions: str = "pull",
+                 hosts: RegistryHosts | None = None) -> None:
+        if not endpoints:
+            raise InvalidArgument("no endpoint for the registry")
+        self.endpoints, self.auth, self.actions = endpoints, auth, actions
+        self.hosts = hosts
+        self._endpoint: Endpoint | None = endpoints[0] if len(endpoints) == 1 else None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._challenge: Challenge | None = None
+        self._tokens: dict[tuple[str, ...], Token] = {}
+
+    @property
+    def host(self) -> str:
+        return self.endpoints[0].host
+
+    @property
+    def url(self) -> str:
+        return (self._endpoint or self.endpoints[0]).url
+
+    # ---------------------------------------------------------------- transport
+
+    def _conn(self, endpoint: Endpoint) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            cls = http.client.HTTPSConnection if self.secure else http.client.HTTPConnection
-            conn = self._local.conn = cls(self.host, timeout=60)
+        if conn is None or self._local.endpoint is not endpoint:
+            if conn is not None:
+                conn.close()
+            if endpoint.scheme == "https":
+                conn = http.client.HTTPSConnection(endpoint.host, timeout=60, context=endpoint.tls,
+                                                   blocksize=_CHUNK)
+            else:
+                conn = http.client.HTTPConnection(endpoint.host, timeout=60, blocksize=_CHUNK)
+            self._local.conn, self._local.endpoint = conn, endpoint
         return conn
 
-    def _request(self, method: str, path: str, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
-        for attempt in range(2):
-            conn = self._conn()
-            try:
-                conn.request(method, path, headers={"User-Agent": "dockyard", **(headers or {})})
-                return conn.getresponse()
-            except (ConnectionError, http.client.HTTPException, OSError) as e:
-                conn.close()
-                self._local.conn = None
-                if attempt == 1:
-                    raise Unavailable(f"Get \"{self._url(path)}\": {e}") from None
-        raise AssertionError("unreachable")
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
 
-    def _url(self, path: str) -> str:
-        return f"{'https' if self.secure else 'http'}://{self.host}{path}"
+    def _send(self, method: str, path: str, headers: dict[str, str], body: Any) -> http.client.HTTPResponse:
+        """One request; the first request picks the endpoint (HTTPS before HTTP for an
+        insecure registry). A stale keep-alive connection is retried once when the body
+        can be sent again."""
+        candidates = [self._endpoint] if self._endpoint else self.endpoints
+        error: Exception | None = None
+        for endpoint in candidates:
+            for attempt in range(2):
+                conn = self._conn(endpoint)
+                try:
+                    conn.request(method, path, body=body, headers={"User-Agent": "dockyard", **headers})
+                    resp = conn.getresponse()
+                except _TRANSPORT_ERRORS as e:
+                    self._drop()
+                    error = e
+                    if attempt == 0 and (body is None or isinstance(body, bytes)) and self._endpoint:
+                        continue
+                    break
+                if self._endpoint is None:
+                    self._endpoint = endpoint
+                return resp
+        verb = method.capitalize()
+        raise Unavailable(f'{verb} "{candidates[-1].url}{path}": {error}')
+
+    def _request(self, method: str, path: str, headers: dict[str, str] | None = None, body: Any = None,
+                 scopes: Iterable[str] = ()) -> http.client.HTTPResponse:
+        """A request with the credentials the registry asks for: after a 401 the challenge
+        is answered and the request sent again (a streamed body is only sent once the
+        registry is known to accept the credentials: see _authenticated)."""
+        all_scopes = tuple(sorted({*scopes}))
+        headers = dict(headers or {})
+        authorization = self._authorization(all_scopes)
+        if authorization:
+            headers["Authorization"] = authorization
+        resp = self._send(method, path, headers, body)
+        if resp.status != 401 or not (body is None or isinstance(body, bytes)):
+            return resp
+        challenges = parse_challenges(resp.getheader("WWW-Authenticate") or "")
+        challenge = next((c for c in challenges if c.scheme in ("bearer", "basic")), None)
+        if challenge is None or (authorization and challenge.scheme == "basic"):
+            return resp  # nothing (else) to answer with: the caller reports the 401
+        resp.read()
+        with self._lock:
+            self._challenge = challenge
+            self._tokens.pop(all_scopes, None)
+        authorization = self._authorization(all_scopes)
+        if not authorization:
+            raise Unauthorized("unauthorized: authentication required (no basic auth credentials)")
+        headers["Authorization"] = authorization
+        return self._send(method, path, headers, body)
+
+    def _authorization(self, scopes: tuple[str, ...]) -> str:
+        challenge = self._challenge
+        if challenge is None:
+            return ""
+        if challenge.scheme == "basic":
+            if self.auth is None or not (self.auth.username or self.auth.password):
+                return ""
+            return self.auth.basic()
+        with self._lock:
+            token = self._tokens.get(scopes)
+            if token is None or not token.fresh():
+                token = self._tokens[scopes] = fetch_token(self._realm_fetch, challenge, list(scopes), self.auth)
+        return f"Bearer {token.value}"
+
+    def _realm_fetch(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> tuple[int, bytes]:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme == "https":
+            verify = self.hosts is None or not self.hosts.insecure(parts.netloc)
+            tls = self.hosts._tls(parts.netloc, verify) if self.hosts else None
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(parts.netloc, timeout=60, context=tls)
+        else:
+            conn = http.client.HTTPConnection(parts.netloc, timeout=60)
+        try:
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            conn.request(method, target, body=body, headers={"User-Agent": "dockyard", **headers})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        except _TRANSPORT_ERRORS as e:
+            raise Unavailable(f'{method.capitalize()} "{url}": {e}') from None
+        finally:
+            conn.close()
+
+    def _scope(self, repo: str, actions: str | None = None) -> str:
+        return f"repository:{repo}:{actions or self.actions}"
 
     @staticmethod
     def _error(resp: http.client.HTTPResponse, what: str) -> RegistryError:
@@ -85,23 +183,73 @@ class Registry:
         except (ValueError, AttributeError):
             pass
         detail = ": ".join(dict.fromkeys(messages)) if messages else resp.reason
+        if resp.status == 401:
+            what = "unauthorized"
         return RegistryError(resp.status, codes, f"{what}: {detail}")
+
+    # ---------------------------------------------------------------- the API
+
+    def login(self) -> str:
+        """Check the credentials as ``docker login`` does: GET /v2/ answering the challenge
+        (a Bearer realm is asked for an offline token). Returns the refresh token the realm
+        gave, if any — the CLI stores it as the identity token."""
+        resp = self._send("GET", "/v2/", {}, None)
+        resp.read()
+        if resp.status == 200:
+            return ""
+        if resp.status != 401:
+            raise Unavailable(f'login attempt to {self.url}/v2/ failed with status: {resp.status} {resp.reason}')
+        challenges = parse_challenges(resp.getheader("WWW-Authenticate") or "")
+        challenge = next((c for c in challenges if c.scheme in ("bearer", "basic")), None)
+        if challenge is None:
+            raise Unauthorized("unauthorized: the registry asked for an unsupported authentication scheme")
+        if challenge.scheme == "bearer":
+            token = fetch_token(self._realm_fetch, challenge, [], self.auth, offline=True)
+            header = f"Bearer {token.value}"
+        else:
+            if self.auth is None:
+                raise Unauthorized("unauthorized: no basic auth credentials")
+            header, token = self.auth.basic(), None
+        resp = self._send("GET", "/v2/", {"Authorization": header}, None)
+        if resp.status != 200:
+            raise Unauthorized(str(self._error(resp, "login")))
+        resp.read()
+        return token.refresh_token if token else ""
 
     def manifest(self, repo: str, reference: str) -> tuple[bytes, str]:
         """The manifest (or index) bytes and their declared media type."""
-        resp = self._request("GET", f"/v2/{repo}/manifests/{reference}", {"Accept": _ACCEPT})
+        resp = self._request("GET", f"/v2/{repo}/manifests/{reference}", {"Accept": _ACCEPT}, scopes=[self._scope(repo)])
         if resp.status != 200:
             raise self._error(resp, f"manifest {repo}:{reference}")
         return resp.read(), (resp.getheader("Content-Type") or "").split(";")[0].strip()
 
-    def blob(self, repo: str, digest: str, write: Callable[[bytes], Any], size: int | None = None) -> None:
-        """Stream the blob into ``write`` (the caller verifies the digest). A connection
-        that drops mid-blob is taken up again where it stopped, with an HTTP Range request
-        (bytes the registry sends again anyway are skipped), up to RETRIES times."""
+    def tags(self, repo: str) -> list[str]:
+        """Every tag of ``repo``, following ``Link`` pagination."""
+        path: str | None = f"/v2/{repo}/tags/list"
+        tags: list[str] = []
+        while path:
+            resp = self._request("GET", path, scopes=[self._scope(repo, "pull")])
+            if resp.status != 200:
+                raise self._error(resp, f"tags of {repo}")
+            tags += json.loads(resp.read()).get("tags") or []
+            link = resp.getheader("Link") or ""
+            path = link.split(";")[0].strip().strip("<>") if 'rel="next"' in link else None
+            if path and "://" in path:
+                parts = urllib.parse.urlsplit(path)
+                path = parts.path + ("?" + parts.query if parts.query else "")
+        return tags
+
+    def blob(self, repo: str, digest: str, write: Callable[[bytes], Any], size: int | None = None, *,
+             offset: int = 0) -> None:
+        """Stream the blob from ``offset`` into ``write`` (the caller verifies the digest). A
+        connection that drops mid-blob is taken up again where it stopped, with an HTTP
+        Range request (bytes the registry sends again anyway are skipped), up to RETRIES
+        times."""
         path = f"/v2/{repo}/blobs/{digest}"
-        received = failures = 0
+        received, failures = offset, 0
         while True:
-            resp = self._request("GET", path, {"Range": f"bytes={received}-"} if received else None)
+            headers = {"Range": f"bytes={received}-"} if received else None
+            resp = self._request("GET", path, headers, scopes=[self._scope(repo)])
             if resp.status not in (200, 206):
                 raise self._error(resp, f"blob {digest}")
             skip = received if resp.status == 200 else 0  # the registry ignored the range
@@ -123,11 +271,106 @@ class Registry:
                 if failures > RETRIES:
                     raise Unavailable(f"error pulling blob {digest}: {e} (after {RETRIES} retries)") from None
 
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-        self._local.conn = None
+    # ---------------------------------------------------------------- push
+
+    def blob_size(self, repo: str, digest: str) -> int | None:
+        """HEAD the blob: its size when the repository has it, else None."""
+        resp = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=[self._scope(repo)])
+        resp.read()
+        if resp.status == 200:
+            return int(resp.getheader("Content-Length") or 0)
+        if resp.status == 404:
+            return None
+        raise self._error(resp, f"blob {digest}")
+
+    def mount_blob(self, repo: str, digest: str, source: str) -> bool:
+        """Cross-repository mount of ``digest`` from ``source``: True when the registry
+        mounted it (201); False when it opened an upload instead (202, cancelled here)."""
+        scopes = [self._scope(repo), self._scope(source, "pull")]
+        query = urllib.parse.urlencode({"mount": digest, "from": source})
+        resp = self._request("POST", f"/v2/{repo}/blobs/uploads/?{query}", {"Content-Length": "0"}, b"", scopes=scopes)
+        if resp.status == 201:
+            resp.read()
+            return True
+        if resp.status == 202:
+            resp.read()
+            location = self._location(resp)
+            resp = self._request("DELETE", location, scopes=scopes)
+            resp.read()
+            return False
+        raise self._error(resp, f"mount of {digest}")
+
+    def upload_blob(self, repo: str, digest: str, size: int, stream: IO[bytes],
+                    progress: Callable[[int], Any] | None = None, chunk: int | None = None) -> None:
+        """Upload a blob: POST an upload session, then one PUT with the whole blob (small
+        blobs) or PATCH chunks with Content-Range, closed by a PUT with the digest."""
+        scopes = [self._scope(repo)]
+        resp = self._request("POST", f"/v2/{repo}/blobs/uploads/", {"Content-Length": "0"}, b"", scopes=scopes)
+        if resp.status != 202:
+            raise self._error(resp, f"upload of {digest}")
+        resp.read()
+        location = self._location(resp)
+        chunk = chunk or (UPLOAD_CHUNK if size > MONOLITHIC_MAX else 0)
+        sent = 0
+        if chunk:
+            while sent < size:
+                n = min(chunk, size - sent)
+                headers = {"Content-Type": "application/octet-stream", "Content-Length": str(n),
+                           "Content-Range": f"{sent}-{sent + n - 1}"}
+                resp = self._request("PATCH", location, headers, _Counted(stream, n, progress), scopes=scopes)
+                if resp.status != 202:
+                    raise self._error(resp, f"upload of {digest}")
+                resp.read()
+                location = self._location(resp)
+                sent += n
+            body: Any = b""
+            length = 0
+        else:
+            body, length = _Counted(stream, size, progress), size
+        sep = "&" if "?" in location else "?"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+        resp = self._request("PUT", f"{location}{sep}digest={urllib.parse.quote(digest)}", headers, body, scopes=scopes)
+        if resp.status != 201:
+            raise self._error(resp, f"upload of {digest}")
+        resp.read()
+
+    def put_manifest(self, repo: str, reference: str, raw: bytes, media_type: str) -> str:
+        """PUT a manifest byte for byte; returns the digest the registry reports."""
+        resp = self._request("PUT", f"/v2/{repo}/manifests/{reference}", {"Content-Type": media_type}, raw,
+                             scopes=[self._scope(repo)])
+        if resp.status not in (200, 201):
+            raise self._error(resp, f"manifest {repo}:{reference}")
+        resp.read()
+        return resp.getheader("Docker-Content-Digest") or ""
+
+    @staticmethod
+    def _location(resp: http.client.HTTPResponse) -> str:
+        location = resp.getheader("Location") or ""
+        if not location:
+            raise Unavailable("the registry answered an upload without a Location")
+        if "://" in location:
+            parts = urllib.parse.urlsplit(location)
+            location = parts.path + ("?" + parts.query if parts.query else "")
+        return location
+
+
+class _Counted:
+    """Reads exactly ``n`` bytes of ``stream`` for http.client, reporting each read."""
+
+    def __init__(self, stream: IO[bytes], n: int, progress: Callable[[int], Any] | None) -> None:
+        self._stream, self._left, self._progress = stream, n, progress
+
+    def read(self, size: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._stream.read(size)
+        if not data:
+            raise OSError(f"the blob ended {self._left} bytes early")
+        self._left -= len(data)
+        if self._progress:
+            self._progress(len(data))
+        return data
 
 
 def split_repository(name: str) -> tuple[str, str]:
@@ -138,4 +381,14 @@ def split_repository(name: str) -> tuple[str, str]:
     return host, path
 
 
-__all__ = ["Registry", "RegistryError", "is_local", "split_repository"]
+__all__ = ["Registry", "RegistryError", "open_registries", "split_repository"]
+
+
+def open_registries(hosts: RegistryHosts, host: str, auth: AuthConfig | None = None,
+                    push: bool = False) -> list[Registry]:
+    """A client per registry to try in order: docker.io's mirrors (anonymous, pulls only),
+    then the registry itself over its endpoints."""
+    endpoints = hosts.endpoints(host, pull=not push)
+    actions = "pull,push" if push else "pull"
+    mirrors = [Registry([e], None, actions, hosts) for e in endpoints if e.mirror]
+    return [*mirrors, Registry([e for e in endpoints if not e.mirror], auth, actions, hosts)]

@@ -567,6 +567,11 @@ class ImageService:
                 exp.names.append(str(ref))
         transfer.save(self.content, list(exports.values()), out)
 
+    def add_repo_digest(self, image_id: str, name: str) -> None:
+        """Record ``name@digest`` for an image (after a push, as docker does)."""
+        with self._lock:
+            self.metadata.add(self.metadata.get(image_id), digests=[name])
+
     def count(self) -> int:
         return self.metadata.count()
 

@@ -88,8 +88,10 @@ async def _pull(request: web.Request) -> web.StreamResponse:
     name = image if not tag else f"{image}@{tag}" if tag.startswith("sha256:") else f"{image}:{tag}"
     ref = reference.parse(name)  # a bad name is a 400 before the stream starts
     platform = parse_platform(request.query["platform"]) if request.query.get("platform") else None
-    plan = await asyncio.to_thread(resolve, str(ref), platform)  # so is a missing manifest
     engine = engine_of(request)
+    auth = registry_auth(request)
+    # so is a missing manifest
+    plan = await asyncio.to_thread(resolve, str(ref), platform, auth=auth, hosts=engine.registries)
     loop = asyncio.get_running_loop()
     messages = JSONMessages(request)
     await messages.start()
@@ -100,6 +102,36 @@ async def _pull(request: web.Request) -> web.StreamResponse:
     try:
         image_id = await asyncio.to_thread(pull, engine.images, plan, emit)
         await asyncio.to_thread(_image_event, engine, "pull", image_id, ref.familiar())
+    except Exception as e:  # headers are sent: the error travels in the stream
+        await messages.error(e)
+    return await messages.finish()
+
+
+def registry_auth(request: web.Request):  # noqa: ANN201 - AuthConfig | None, imported lazily
+    from dockyard.distribution.auth import AuthConfig
+
+    return AuthConfig.from_header(request.headers.get("X-Registry-Auth"))
+
+
+async def push_image(request: web.Request) -> web.StreamResponse:
+    """POST /images/{name}/push?tag=: an empty tag pushes every tag of the repository."""
+    from dockyard.distribution.push import push, push_targets
+
+    engine = engine_of(request)
+    auth = registry_auth(request)
+    targets = await asyncio.to_thread(push_targets, engine.images, param(request, "name"),
+                                      request.query.get("tag", ""))
+    loop = asyncio.get_running_loop()
+    messages = JSONMessages(request)
+    await messages.start()
+
+    def emit(msg: dict) -> None:
+        asyncio.run_coroutine_threadsafe(messages.send(msg), loop).result()
+
+    try:
+        await asyncio.to_thread(push, engine.images, targets, emit, auth=auth, hosts=engine.registries)
+        for ref, image_id in targets:
+            await asyncio.to_thread(_image_event, engine, "push", image_id, ref.familiar())
     except Exception as e:  # headers are sent: the error travels in the stream
         await messages.error(e)
     return await messages.finish()
@@ -204,4 +236,5 @@ def register(router: Router) -> None:
     router.add("GET", "/images/{name:.+}/history", image_history)
     router.add("GET", "/images/{name:.+}/get", save_images)
     router.add("POST", "/images/{name:.+}/tag", tag_image)
+    router.add("POST", "/images/{name:.+}/push", push_image)
     router.add("DELETE", "/images/{name:.+}", remove_image)

@@ -11,7 +11,7 @@ import sys
 from aiohttp import web
 
 from dockyard import API_VERSION, MIN_API_VERSION, __version__
-from dockyard.daemon.api.server import Router, engine_of
+from dockyard.daemon.api.server import Router, engine_of, read_json
 from dockyard.images.model import host_platform
 
 _PING_HEADERS = {
@@ -101,7 +101,8 @@ async def info(request: web.Request) -> web.Response:
         "OSType": "linux",
         "Architecture": platform.machine(),
         "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8"], "IndexConfigs": {}, "Mirrors": cfg.registry_mirrors},
+        "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"], "IndexConfigs": {},
+                           "Mirrors": cfg.registry_mirrors},
         "NCPU": os.cpu_count() or 1,
         "MemTotal": _mem_total(),
         "DockerRootDir": cfg.data_root,
@@ -159,7 +160,22 @@ async def prune_build_cache(request: web.Request) -> web.Response:
     return web.json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
 
 
+async def login(request: web.Request) -> web.Response:
+    """POST /auth: check credentials against the registry as ``docker login`` does; the
+    registry's refresh token, when it gives one, comes back as the IdentityToken."""
+    from dockyard.distribution.auth import AuthConfig
+    from dockyard.distribution.hosts import normalize_server
+    from dockyard.distribution.registry import open_registries
+
+    auth = AuthConfig.from_json(await read_json(request))
+    host = normalize_server(auth.server or "https://index.docker.io/v1/")
+    registry = open_registries(engine_of(request).registries, host, auth, push=True)[-1]
+    token = await asyncio.to_thread(registry.login)
+    return web.json_response({"Status": "Login Succeeded", "IdentityToken": token})
+
+
 def register(router: Router) -> None:
+    router.add("POST", "/auth", login)
     router.add("GET", "/system/df", system_df)
     router.add("POST", "/networks/prune", prune_networks)
     router.add("POST", "/build/prune", prune_build_cache)
