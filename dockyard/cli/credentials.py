@@ -2,13 +2,18 @@
 ``~/.docker/config.json``): ``{"auths": {"<server>": {"auth": base64("user:password"),
 "identitytoken": ...}}}``, shared with the docker CLI. Docker Hub's key is
 ``https://index.docker.io/v1/``; other registries are keyed by ``host[:port]``. The CLI
-hands them to the daemon in the ``X-Registry-Auth`` header."""
+hands them to the daemon in the ``X-Registry-Auth`` header. A ``credsStore`` / ``credHelpers``
+entry sends them to a credential helper (``docker-credential-<name> get|store|erase``, JSON
+on stdin/stdout) instead, as docker does."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import subprocess
+
+from dockyard.cli.context import CLIError
 
 HUB_SERVER = "https://index.docker.io/v1/"
 _HUB_NAMES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
@@ -21,11 +26,11 @@ def config_path() -> str:
 
 def server_key(server: str) -> str:
     """The config key for a registry named as a login argument or a reference host."""
-    host = _hostname(server)
+    host = hostname(server)
     return HUB_SERVER if host in _HUB_NAMES or not host else host
 
 
-def _hostname(server: str) -> str:
+def hostname(server: str) -> str:
     server = server.strip()
     if "://" in server:
         server = server.split("://", 1)[1]
@@ -39,7 +44,7 @@ def _load() -> dict:
     except FileNotFoundError:
         return {}
     except ValueError as e:
-        raise OSError(f"loading config file {config_path()}: {e}") from None
+        raise CLIError(f"WARNING: Error loading config file: {config_path()}: {e}", 1) from None
     return doc if isinstance(doc, dict) else {}
 
 
@@ -55,10 +60,41 @@ def _save(doc: dict) -> None:
     os.replace(tmp, path)
 
 
+def _helper(doc: dict, key: str) -> str:
+    helpers = doc.get("credHelpers") or {}
+    return str(helpers.get(key) or helpers.get(hostname(key)) or doc.get("credsStore") or "")
+
+
+def _run_helper(helper: str, action: str, data: str) -> str:
+    try:
+        proc = subprocess.run([f"docker-credential-{helper}", action], input=data, capture_output=True,
+                              text=True, timeout=60)
+    except FileNotFoundError:
+        raise CLIError(f"error getting credentials - err: exec: \"docker-credential-{helper}\": "
+                       "executable file not found in $PATH", 1) from None
+    if proc.returncode != 0:
+        message = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+        raise LookupError(message[0] if message else f"docker-credential-{helper} {action} failed")
+    return proc.stdout
+
+
+_TOKEN_USER = "<token>"  # a helper's username for an identity token, as docker writes it
+
+
 def lookup(server: str) -> dict[str, str]:
     """The stored auth for a registry as the API's AuthConfig JSON (empty: none)."""
     key = server_key(server)
-    auths = _load().get("auths") or {}
+    doc = _load()
+    helper = _helper(doc, key)
+    if helper:
+        try:
+            got = json.loads(_run_helper(helper, "get", key))
+        except (LookupError, ValueError):
+            return {}  # "credentials not found in native keychain"
+        if got.get("Username") == _TOKEN_USER:
+            return {"serveraddress": key, "identitytoken": got.get("Secret", "")}
+        return {"serveraddress": key, "username": got.get("Username", ""), "password": got.get("Secret", "")}
+    auths = doc.get("auths") or {}
     entry = auths.get(key)
     if entry is None:  # keys written as URLs (https://host/v1/) by older clients
         entry = next((v for k, v in auths.items() if server_key(k) == key), None)
@@ -78,9 +114,18 @@ def lookup(server: str) -> dict[str, str]:
 
 
 def store(server: str, username: str, password: str, identity_token: str = "") -> str:
+    """Keep a login; returns where (the config file, or the helper's name)."""
     doc = _load()
     auths = doc.setdefault("auths", {})
     key = server_key(server)
+    helper = _helper(doc, key)
+    if helper:
+        secret = {"ServerURL": key, "Username": _TOKEN_USER if identity_token else username,
+                  "Secret": identity_token or password}
+        _run_helper(helper, "store", json.dumps(secret))
+        auths[key] = {}  # docker lists the registry, without secrets
+        _save(doc)
+        return f"docker-credential-{helper}"
     entry = {"auth": base64.b64encode(f"{username}:{'' if identity_token else password}".encode()).decode()}
     if identity_token:
         entry["identitytoken"] = identity_token
@@ -94,8 +139,15 @@ def erase(server: str) -> bool:
     auths = doc.get("auths") or {}
     key = server_key(server)
     found = [k for k in auths if k == key or server_key(k) == key]
+    helper = _helper(doc, key)
+    if helper:
+        try:
+            _run_helper(helper, "erase", key)
+            found = found or [key]
+        except LookupError:
+            pass
     for k in found:
-        del auths[k]
+        auths.pop(k, None)
     if found:
         _save(doc)
     return bool(found)

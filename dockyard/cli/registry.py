@@ -31,6 +31,8 @@ def cmd_login(ctx: Context, args: list[str], prog: str = "dockyard login") -> in
     p.add_argument("--password-stdin", action="store_true", help="Take the Password or Personal Access Token (PAT) from stdin")
     p.add_argument("server", nargs="?", default=credentials.HUB_SERVER)
     o = p.parse_args(args)
+    if not credentials.hostname(o.server):
+        raise CLIError(f"invalid registry address: {o.server!r}", 1)
     if o.password and o.password_stdin:
         raise CLIError("--password and --password-stdin are mutually exclusive", 1)
     password = o.password
@@ -59,10 +61,14 @@ def cmd_login(ctx: Context, args: list[str], prog: str = "dockyard login") -> in
     key = credentials.server_key(o.server)
     body = {"username": username, "password": password, "serveraddress": key}
     answer = ctx.client.post("/auth", body=body).json()
-    path = credentials.store(key, username, password, answer.get("IdentityToken") or "")
-    ctx.error(f"WARNING! Your credentials are stored unencrypted in '{path}'.\n"
-              "Configure a credential helper to remove this warning. See\n"
-              "https://docs.docker.com/go/credential-store/\n")
+    try:
+        where = credentials.store(key, username, password, answer.get("IdentityToken") or "")
+    except LookupError as e:
+        raise CLIError(f"Error saving credentials: error storing credentials - err: {e}", 1) from None
+    if where.endswith(".json"):
+        ctx.error(f"WARNING! Your credentials are stored unencrypted in '{where}'.\n"
+                  "Configure a credential helper to remove this warning. See\n"
+                  "https://docs.docker.com/go/credential-store/\n")
     ctx.out.write("Login Succeeded\n")
     return 0
 
