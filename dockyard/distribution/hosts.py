@@ -88,6 +88,8 @@ class RegistryHosts:
                 self._insecure_nets.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
                 self._insecure_names.add(normalize_server(entry))
+        self._lock = threading.Lock()
+        self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
         self.mirrors: list[Endpoint] = []
         for url in mirrors:
             parts = urllib.parse.urlsplit(url if "://" in url else f"https://{url}")
@@ -95,16 +97,18 @@ class RegistryHosts:
                 raise InvalidArgument(f"invalid mirror: {url!r}: a mirror is http(s)://host[:port]")
             tls = self._tls(parts.netloc, verify=not self.insecure(parts.netloc)) if parts.scheme == "https" else None
             self.mirrors.append(Endpoint(parts.scheme, parts.netloc, tls, mirror=True))
-        self._lock = threading.Lock()
-        self._contexts: dict[tuple[str, bool], ssl.SSLContext] = {}
 
     def insecure(self, host: str) -> bool:
         if host in self._insecure_names or split_host(host)[0] in self._insecure_names:
             return True
         name = split_host(host)[0]
+        if name == "localhost":
+            return True
         try:
             addresses = [ipaddress.ip_address(name)]
         except ValueError:
+            if len(self._insecure_nets) == len(_ALWAYS_INSECURE):
+                return False  # no CIDR configured: a name is looked up only to match one
             try:
                 infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
             except (OSError, UnicodeError):

@@ -101,8 +101,7 @@ async def info(request: web.Request) -> web.Response:
         "OSType": "linux",
         "Architecture": platform.machine(),
         "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": {"InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"], "IndexConfigs": {},
-                           "Mirrors": cfg.registry_mirrors},
+        "RegistryConfig": _registry_config(cfg),
         "NCPU": os.cpu_count() or 1,
         "MemTotal": _mem_total(),
         "DockerRootDir": cfg.data_root,
@@ -119,6 +118,23 @@ async def info(request: web.Request) -> web.Response:
         "SecurityOptions": ["name=seccomp,profile=builtin"],
         "Warnings": None,
     })
+
+
+def _registry_config(cfg: object) -> dict:
+    """dockerd's RegistryConfig: CIDRs and names of insecure registries, docker.io's mirrors."""
+    import ipaddress
+
+    cidrs, names = ["127.0.0.0/8", "::1/128"], []
+    for entry in cfg.insecure_registries:  # type: ignore[attr-defined]
+        try:
+            cidrs.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            names.append(entry)
+    mirrors = [m.rstrip("/") + "/" for m in cfg.registry_mirrors]  # type: ignore[attr-defined]
+    indexes = {"docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True, "Official": True}}
+    for name in names:
+        indexes[name] = {"Name": name, "Mirrors": [], "Secure": False, "Official": False}
+    return {"InsecureRegistryCIDRs": list(dict.fromkeys(cidrs)), "IndexConfigs": indexes, "Mirrors": mirrors}
 
 
 def _mem_total() -> int:
