@@ -362,9 +362,11 @@ def cmd_image(ctx: Context, args: list[str]) -> int:
     return run_group(ctx, args, "image", "Manage images", _IMAGE_SUBCOMMANDS)
 
 
-def pull_image(ctx: Context, name: str, platform: str | None = None, quiet: bool = False, out: Any = None) -> None:
+def pull_image(ctx: Context, name: str, platform: str | None = None, quiet: bool = False, out: Any = None,
+               all_tags: bool = False) -> None:
     """POST /images/create?fromImage=: docker's progress (bars on a terminal, a line per
-    event otherwise); raises StreamError for an error the daemon sends in the stream."""
+    event otherwise); raises StreamError for an error the daemon sends in the stream.
+    ``all_tags``: ``name`` is a repository, sent without a tag (docker's ``pull -a``)."""
     from dockyard.cli.progress import display_stream
 
     image, tag = name, ""
@@ -372,13 +374,13 @@ def pull_image(ctx: Context, name: str, platform: str | None = None, quiet: bool
         image, tag = name.split("@", 1)
     elif ":" in name.rsplit("/", 1)[-1]:
         image, tag = name.rsplit(":", 1)
-    params = {"fromImage": image, "tag": tag or "latest"}
+    params = {"fromImage": image, "tag": "" if all_tags else tag or "latest"}
     if platform:
         params["platform"] = platform
     from dockyard.cli.credentials import header_for
     from dockyard.cli.registry import registry_of
 
-    resp = ctx.client.post("/images/create", params=params, stream=True, headers=header_for(registry_of(name)))
+    resp = ctx.client.post("/images/create", params=params, stream=True, headers=header_for(registry_of(image)))
     if quiet:
         display_stream(resp.iter_json(), io.StringIO(), tty=False)
         return
@@ -388,6 +390,7 @@ def pull_image(ctx: Context, name: str, platform: str | None = None, quiet: bool
 
 def cmd_pull(ctx: Context, args: list[str], prog: str = "dockyard pull") -> int:
     p = new_parser(prog, usage=f"{prog} [OPTIONS] NAME[:TAG|@DIGEST]", description="Download an image from a registry")
+    p.add_argument("-a", "--all-tags", action="store_true", help="Download all tagged images in the repository")
     p.add_argument("--platform", help="Set platform if server is multi-platform capable")
     p.add_argument("-q", "--quiet", action="store_true", help="Suppress verbose output")
     p.add_argument("name")
@@ -396,9 +399,16 @@ def cmd_pull(ctx: Context, args: list[str], prog: str = "dockyard pull") -> int:
     from dockyard.errors import DockyardError
 
     try:
-        ref = reference.parse(o.name)
+        ref = reference.parse(o.name, default_tag=False)
     except DockyardError as e:
         raise CLIError(str(e), 1) from None
-    pull_image(ctx, o.name, o.platform, o.quiet)
-    ctx.out.write(str(ref) + "\n")  # docker prints the full reference
+    name_only = ref.tag is None and ref.digest is None
+    if o.all_tags and not name_only:
+        raise CLIError("tag can't be used with --all-tags/-a", 1)
+    if name_only and not o.all_tags:
+        ref = ref.with_tag("latest")
+        if not o.quiet:
+            ctx.out.write("Using default tag: latest\n")
+    pull_image(ctx, o.name, o.platform, o.quiet, all_tags=o.all_tags)
+    ctx.out.write(str(ref) + "\n")  # docker prints the full reference (the repository for -a)
     return 0

@@ -18,7 +18,8 @@ Interface (implemented by ``dockyard.content.local.LocalStore``; the registry se
 
     Writer: .ref, .offset, .digest() (of what was written so far), .write(b), .commit(size=None,
     expected=None) -> digest (DataCorruption on mismatch; the ingest is then removed), .close()
-    (keeps the ingest for resumption), .abort(). Usable as a context manager (close on exit).
+    (keeps the ingest for resumption), .abort(), .flush(), .open_reader() (a file following
+    the flushed data, still readable after commit). Usable as a context manager (close on exit).
 """
 
 from dockyard.content.digest import Digest, sha256_digest, validate_digest  # noqa: F401

@@ -53,6 +53,10 @@ class IngestStatus:
     updated: float
 
 
+class IngestLocked(Conflict):
+    """Another writer (a thread or a process) holds the ingest: it may finish or drop it."""
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -192,7 +196,8 @@ class LocalStore:
         return os.path.join(self._ingest, hashlib.sha256(ref.encode()).hexdigest())
 
     def writer(self, ref: str, expected: str | None = None, total: int | None = None) -> Writer:
-        """Start, or resume, the ingest ``ref``. Conflict if another writer holds it."""
+        """Start, or resume, the ingest ``ref``. IngestLocked (a Conflict) if another writer
+        holds it; Conflict if it exists with another ``expected`` or ``total``."""
         if not isinstance(ref, str) or not ref:
             raise InvalidArgument("ingest ref must be a non-empty string")
         if expected is not None:
@@ -229,7 +234,7 @@ class LocalStore:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise Conflict(f"ref {ref} locked") from None
+                raise IngestLocked(f"ref {ref} locked") from None
             # The holder we raced with may have removed the ingest before unlocking; then we
             # hold a lock on an orphaned file and must start over on the current one.
             try:
@@ -412,6 +417,16 @@ class Writer:
         """Write the buffered bytes to the ingest file (as a file object's flush)."""
         self._check_open()
         self._flush()
+
+    def open_reader(self) -> BinaryIO:
+        """A read-only, unbuffered file of this ingest's data, for a consumer that follows
+        the write as it goes (a pull unpacking a layer while it downloads): it sees what
+        has reached the disk (``flush``, or ``offset`` once flushed), including bytes an
+        earlier writer left, and keeps reading the same file after ``commit`` (the blob is
+        renamed into place, not copied), ``close`` or a failed commit (then an unlinked
+        file) until the caller closes it."""
+        self._check_open()
+        return open(os.open(self._data_path, os.O_RDONLY | os.O_CLOEXEC), "rb", buffering=0)
 
     def _flush(self) -> None:
         if self._buf:

@@ -1,14 +1,15 @@
 """Pull an image from a registry: the manifest (a list or index: the platform's entry), the
-config and the layers — in parallel, each streamed into the content store with its digest
-checked, layers already present skipped — then unpacked and recorded with its repo digest.
-Progress goes out as docker's JSON messages. Nothing is visible before it is complete: a
-failed pull leaves blobs at most, which the next pull reuses."""
+config and the layers — downloaded in parallel into the content store, digests checked,
+each unpacked as soon as it arrives (while it streams in when the layer below is ready:
+layers.py), layers already present skipped — then recorded with its repo digest. Progress
+goes out as docker's JSON messages. Nothing is visible before it is complete: a failed or
+cancelled pull leaves blobs, committed layer snapshots and partial downloads at most, which
+the next pull reuses (a partial download continues with an HTTP Range request). An empty
+tag pulls every tag (``list_tags``, ``pull_all_tags``), as docker's ``pull --all-tags``."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from dockyard import reference
 from dockyard.content.digest import sha256_digest
 from dockyard.distribution.auth import AuthConfig
 from dockyard.distribution.hosts import RegistryHosts
+from dockyard.distribution.layers import PARALLEL_LAYERS, LayerPull
 from dockyard.distribution.registry import (
     Registry,
     RegistryError,
@@ -24,21 +26,17 @@ from dockyard.distribution.registry import (
 )
 from dockyard.errors import DataCorruption, NotFound, Unavailable
 from dockyard.images.model import (
-    Descriptor,
     ImageConfig,
     Index,
     Manifest,
+    chain_ids,
     host_platform,
     parse_manifest_or_index,
     platform_matches,
 )
 
-PARALLEL_LAYERS = 3
 Emit = Callable[[dict[str, Any]], None]
-
-
-def _short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
+__all__ = ["PARALLEL_LAYERS", "Plan", "list_tags", "pull", "pull_all_tags", "resolve"]
 
 
 def _not_found(ref: reference.Reference, e: RegistryError) -> Exception:
@@ -102,46 +100,75 @@ def resolve(name: str, platform: dict[str, str] | None = None, *, auth: AuthConf
 
 
 def pull(images: Any, plan: Plan, emit: Emit) -> str:
-    """Fetch what ``plan`` names into the content store, unpack it, record it; returns the
-    image ID."""
+    """Fetch what ``plan`` names, unpacking each layer as it arrives, and record the image
+    (nothing visible before it is complete); returns the image ID. Ends with docker's
+    "Digest:" and "Status:" lines."""
+    image_id, changed = _pull_one(images, plan, emit)
+    word = "Downloaded newer image for" if changed else "Image is up to date for"
+    emit({"status": f"Status: {word} {plan.ref.familiar()}"})
+    return image_id
+
+
+def _pull_one(images: Any, plan: Plan, emit: Emit) -> tuple[str, bool]:
+    """One manifest's pull up to its "Digest:" line: (image ID, whether anything changed)."""
     ref, registry, repo, manifest = plan.ref, plan.registry, plan.repo, plan.manifest
     emit({"status": f"Pulling from {ref.familiar_name}", "id": ref.tag or ref.digest})
     content = images.content
-    config_raw = _fetch_small(registry, repo, manifest.config.digest)
-    config = ImageConfig.parse(config_raw)
-    lock = threading.Lock()
+    layers = manifest.layers
+    with images.lease() as lease:
+        # leased before anything is looked at: a removal meanwhile leaves them alone
+        lease.add(blobs=[manifest.config.digest, *(d.digest for d in layers), *(d for _, d in plan.documents)])
+        if content.exists(manifest.config.digest):
+            with content.open(manifest.config.digest) as f:
+                config_raw = f.read()
+        else:
+            config_raw = _fetch_small(registry, repo, manifest.config.digest)
+        config = ImageConfig.parse(config_raw)
+        diff_ids = config.diff_ids
+        if len(diff_ids) != len(layers):
+            raise DataCorruption(f"invalid image: {len(layers)} layers but {len(diff_ids)} diff IDs")
+        chains = chain_ids(diff_ids)
+        lease.add(snapshots=chains)
+        LayerPull(images, registry, repo, layers, diff_ids, chains, emit, lease).run()
+        changed = images.record_pulled(manifest, config, ref, plan.top_digest,
+                                       [*plan.documents, (config_raw, manifest.config.digest)])
+    emit({"status": f"Digest: {plan.top_digest}"})
+    return config.id, changed
 
-    def layer(desc: Descriptor) -> None:
-        sid = _short(desc.digest)
-        if content.exists(desc.digest):
-            emit({"status": "Already exists", "progressDetail": {}, "id": sid})
-            return
-        emit({"status": "Pulling fs layer", "progressDetail": {}, "id": sid})
-        writer = content.writer(f"pull-{desc.digest}", expected=desc.digest, total=desc.size)
-        if writer.offset:  # a failed pull's partial blob: resuming with Range is a later step
-            writer.abort()
-            writer = content.writer(f"pull-{desc.digest}", expected=desc.digest, total=desc.size)
-        done = [0]
+
+def list_tags(name: str, *, auth: AuthConfig | None = None, hosts: RegistryHosts | None = None) -> list[str]:
+    """The tags of repository ``name``, for docker's ``pull --all-tags`` (an empty tag in
+    the API). Read before any progress, so a missing repository is an HTTP error."""
+    ref = reference.parse(name, default_tag=False)
+    host, repo = split_repository(ref.name)
+    candidates = open_registries(hosts or RegistryHosts(), host, auth)
+    for registry in candidates:
         try:
-            def write(chunk: bytes) -> None:
-                writer.write(chunk)
-                done[0] += len(chunk)
-                with lock:
-                    emit({"status": "Downloading", "progressDetail": {"current": done[0], "total": desc.size}, "id": sid})
-            registry.blob(repo, desc.digest, write, desc.size)
-            writer.commit(size=desc.size, expected=desc.digest)
-        except BaseException:
-            writer.abort()
-            raise
-        emit({"status": "Download complete", "progressDetail": {}, "id": sid})
+            return registry.tags(repo)
+        except (RegistryError, Unavailable) as e:
+            if registry is candidates[-1]:
+                if isinstance(e, Unavailable):
+                    raise
+                raise _not_found(ref, e) from None
+    raise AssertionError("unreachable")
 
-    with ThreadPoolExecutor(PARALLEL_LAYERS) as pool:
-        for f in [pool.submit(layer, d) for d in manifest.layers]:
-            f.result()
-    for raw_doc, digest in plan.documents:
-        content.put(raw_doc, expected=digest)
-    content.put(config_raw, expected=manifest.config.digest)
-    return images.record_pulled(manifest, config, ref, plan.top_digest, emit)
+
+def pull_all_tags(images: Any, name: str, tags: list[str], emit: Emit, platform: dict[str, str] | None = None, *,
+                  auth: AuthConfig | None = None, hosts: RegistryHosts | None = None) -> list[tuple[str, str]]:
+    """docker's ``pull --all-tags``: each of ``tags`` of repository ``name`` in turn (its
+    own "Pulling from" ... "Digest:"), then one "Status:" line for the repository, as
+    docker words it. Returns (image ID, familiar name:tag) per tag."""
+    repo_ref = reference.parse(name, default_tag=False)
+    pulled: list[tuple[str, str]] = []
+    changed = False
+    for tag in tags:
+        plan = resolve(str(repo_ref.with_tag(tag)), platform, auth=auth, hosts=hosts)
+        image_id, new = _pull_one(images, plan, emit)
+        pulled.append((image_id, plan.ref.familiar()))
+        changed = changed or new
+    word = "Downloaded newer image for" if changed else "Image is up to date for"
+    emit({"status": f"Status: {word} {repo_ref.familiar()}"})
+    return pulled
 
 
 def _fetch_small(registry: Registry, repo: str, digest: str) -> bytes:

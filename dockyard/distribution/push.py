@@ -13,8 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dockyard import reference
+from dockyard.distribution import short_id
 from dockyard.distribution.auth import AuthConfig
 from dockyard.distribution.hosts import RegistryHosts
+from dockyard.distribution.layers import PROGRESS_INTERVAL
 from dockyard.distribution.registry import (
     Registry,
     RegistryError,
@@ -24,7 +26,6 @@ from dockyard.distribution.registry import (
 from dockyard.errors import NotFound, Unauthorized
 
 PARALLEL_UPLOADS = 5  # docker's max-concurrent-uploads default
-PROGRESS_INTERVAL = 0.1  # seconds between two progress messages of one layer
 Emit = Callable[[dict[str, Any]], None]
 
 
@@ -64,12 +65,12 @@ def _push_one(images: Any, registry: Registry, host: str, repo: str, ref: refere
     manifest, config = image.manifest, image.config
     layers = list(zip(manifest.layers, config.diff_ids, strict=True))
     for _, diff_id in layers:
-        emit({"status": "Preparing", "progressDetail": {}, "id": _short(diff_id)})
+        emit({"status": "Preparing", "progressDetail": {}, "id": short_id(diff_id)})
     lock = threading.Lock()
     sources = _mount_sources(images, host, repo)
 
     def send(desc: Any, diff_id: str) -> None:
-        sid = _short(diff_id)
+        sid = short_id(diff_id)
         if registry.blob_size(repo, desc.digest) is not None:
             emit({"status": "Layer already exists", "progressDetail": {}, "id": sid})
             return
@@ -96,7 +97,7 @@ def _push_one(images: Any, registry: Registry, host: str, repo: str, ref: refere
             futures = []
             for i, (desc, diff_id) in enumerate(layers):
                 if i >= PARALLEL_UPLOADS:
-                    emit({"status": "Waiting", "progressDetail": {}, "id": _short(diff_id)})
+                    emit({"status": "Waiting", "progressDetail": {}, "id": short_id(diff_id)})
                 futures.append(pool.submit(send, desc, diff_id))
             for f in futures:
                 f.result()
@@ -147,6 +148,3 @@ def _denied(e: RegistryError) -> Exception:
 def _familiar_repo(host: str, repo: str) -> str:
     return repo.removeprefix("library/") if host == "docker.io" else repo
 
-
-def _short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]

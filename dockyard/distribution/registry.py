@@ -254,7 +254,7 @@ class Registry:
                 raise self._error(resp, f"blob {digest}")
             skip = received if resp.status == 200 else 0  # the registry ignored the range
             try:
-                while chunk := resp.read(_CHUNK):
+                while chunk := resp.read1(_CHUNK):
                     if skip:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut

@@ -4,11 +4,12 @@ the API layer above calls it from worker threads (every method here blocks)."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import io
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -82,6 +83,28 @@ def familiar(name: str) -> str:
     return reference.parse(name, default_tag=False).familiar()
 
 
+class Lease:
+    """What an operation in flight holds without an image referencing it yet (containerd's
+    lease): blobs and snapshots (committed chain IDs, active extract keys) that removal's
+    garbage collection and other operations' rollbacks leave alone. Taken from
+    ``ImageService.lease``; changed under the service lock, so a name added before it is
+    checked for existence cannot be collected in between."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self._lock = lock
+        self.blobs: set[str] = set()
+        self.snapshots: set[str] = set()
+
+    def add(self, blobs: Iterable[str] = (), snapshots: Iterable[str] = ()) -> None:
+        with self._lock:
+            self.blobs.update(blobs)
+            self.snapshots.update(snapshots)
+
+    def discard_snapshot(self, key: str) -> None:
+        with self._lock:
+            self.snapshots.discard(key)
+
+
 class ImageService:
     def __init__(self, content: Any, snapshotter: Any, metadata: MetadataStore) -> None:
         self.content = content
@@ -90,6 +113,8 @@ class ImageService:
         # One writer at a time for operations that add or remove blobs and snapshots, so
         # removal's garbage collection never races an import that shares a blob.
         self._lock = threading.RLock()
+        self._leases: list[Lease] = []  # pulls in flight (they unpack outside the lock)
+        self._remove_stale_extractions()
 
     # ------------------------------------------------------------------ lookups
 
@@ -339,6 +364,10 @@ class ImageService:
                 continue
             blobs |= {rec.manifest.digest, rec.id, *(layer.digest for layer in img.manifest.layers)}
             chains.update(img.chain)
+        with self._lock:
+            for lease in self._leases:
+                blobs |= lease.blobs
+                chains |= lease.snapshots
         return blobs, chains
 
     def _collect(self, removed: Image) -> list[str]:
@@ -362,6 +391,19 @@ class ImageService:
 
     # ------------------------------------------------------------------ unpack
 
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Lease]:
+        """Hold blobs and snapshots for an operation that works outside the service lock
+        (a pull downloading and unpacking): see Lease."""
+        lease = Lease(self._lock)
+        with self._lock:
+            self._leases.append(lease)
+        try:
+            yield lease
+        finally:
+            with self._lock:
+                self._leases.remove(lease)
+
     def unpack(self, manifest: Manifest, config: ImageConfig, progress: Progress | None = None) -> int:
         """Make sure every layer of the image is a committed snapshot; returns the image size."""
         diff_ids = config.diff_ids
@@ -378,6 +420,29 @@ class ImageService:
             parent = name
         return sum(self._layer_sizes(chain))
 
+    def _remove_stale_extractions(self) -> None:
+        """Layer extractions a killed daemon left (active ``extract-*`` snapshots): nothing
+        can be in flight before the service exists."""
+        from dockyard.snapshots import Kind
+
+        for info in list(self.snapshotter.walk()):
+            if info.kind is Kind.ACTIVE and info.name.startswith("extract-"):
+                with contextlib.suppress(NotFound, Conflict):
+                    self.snapshotter.remove(info.name)
+
+    def has_layer(self, chain: str) -> bool:
+        """Whether the layer snapshot ``chain`` (a chain ID) is committed."""
+        return self._has_snapshot(chain)
+
+    def unpack_layer(self, stream: BinaryIO, parent: str | None, chain: str, diff_id: str, lease: Lease,
+                     ready: Callable[[], None] | None = None) -> None:
+        """Unpack one layer of a pull on top of ``parent`` as the snapshot ``chain``, outside
+        the service lock (``lease`` keeps the work in progress from other operations'
+        clean-ups). ``ready()`` is called once the layer is applied and its diff ID checked,
+        before the snapshot is committed: the pull waits there for the blob's digest to be
+        verified, and raises to leave no snapshot."""
+        self._apply(stream, parent, chain, expected_diff_id=diff_id, lease=lease, ready=ready)
+
     def _has_snapshot(self, name: str) -> bool:
         try:
             self.snapshotter.stat(name)
@@ -385,28 +450,43 @@ class ImageService:
         except NotFound:
             return False
 
-    def _apply(self, stream: BinaryIO, parent: str | None, name: str | None, expected_diff_id: str | None = None) -> tuple[str, int]:
+    def _apply(self, stream: BinaryIO, parent: str | None, name: str | None, expected_diff_id: str | None = None,
+               *, lease: Lease | None = None, ready: Callable[[], None] | None = None) -> tuple[str, int]:
         """Apply one layer tar on top of ``parent`` and commit it under ``name`` (the chain ID;
-        None: computed from the diff ID, for layers whose diff ID is only known afterwards)."""
+        None: computed from the diff ID, for layers whose diff ID is only known afterwards).
+        A layer some other operation committed meanwhile is kept, this copy dropped."""
         key = f"extract-{uuid.uuid4().hex}"
-        mounts = self.snapshotter.prepare(key, parent)
+        if lease is not None:
+            lease.add(snapshots=[key])
         try:
-            result = apply_layer(stream, mounts)
-            if expected_diff_id and result.diff_id != expected_diff_id:
-                raise DataCorruption(f"layer diff ID mismatch: expected {expected_diff_id}, got {result.diff_id}")
-            if name is None:
-                name = chain_id(parent, result.diff_id)
-            if self._has_snapshot(name):
-                self.snapshotter.remove(key)
-            else:
-                self.snapshotter.commit(name, key, labels={SIZE_LABEL: str(result.size)})
-            return result.diff_id, result.size
-        except BaseException:
+            mounts = self.snapshotter.prepare(key, parent)
             try:
-                self.snapshotter.remove(key)
-            except NotFound:
-                pass
-            raise
+                result = apply_layer(stream, mounts)
+                if expected_diff_id and result.diff_id != expected_diff_id:
+                    raise DataCorruption(f"layer diff ID mismatch: expected {expected_diff_id}, got {result.diff_id}")
+                if name is None:
+                    name = chain_id(parent, result.diff_id)
+                if ready is not None:
+                    ready()
+                if self._has_snapshot(name):
+                    self.snapshotter.remove(key)
+                else:
+                    try:
+                        self.snapshotter.commit(name, key, labels={SIZE_LABEL: str(result.size)})
+                    except Conflict:
+                        if not self._has_snapshot(name):
+                            raise
+                        self.snapshotter.remove(key)  # a concurrent pull committed the same layer
+                return result.diff_id, result.size
+            except BaseException:
+                try:
+                    self.snapshotter.remove(key)
+                except NotFound:
+                    pass
+                raise
+        finally:
+            if lease is not None:
+                lease.discard_snapshot(key)
 
     # ------------------------------------------------------------------ import / load / save
 
@@ -477,27 +557,32 @@ class ImageService:
         return cfg.id
 
     def record_pulled(self, manifest: Manifest, config: ImageConfig, ref: reference.Reference, digest: str,
-                      emit: Callable[[dict[str, Any]], None]) -> str:
-        """After a pull put every blob in the content store: unpack the layers and record the
-        image under its tag with its repo digest (``name@digest`` of what the tag named)."""
+                      documents: Iterable[tuple[bytes, str]] = ()) -> bool:
+        """The last step of a pull, once every layer is a committed snapshot: store the
+        manifest (and index) and config ``documents`` (bytes, digest), then record the image
+        under its tag with its repo digest (``name@digest`` of what the tag named). Returns
+        True when that changed something (docker's "Downloaded newer image" rather than
+        "Image is up to date"). Nothing is visible before this; a failure here leaves the
+        image as it was."""
         with self._lock:
             before = self._state()
             known = self.metadata.exists(config.id)
             try:
-                size = self.unpack(manifest, config)
-                for layer in manifest.layers:
-                    emit({"status": "Pull complete", "progressDetail": {}, "id": layer.digest.removeprefix("sha256:")[:12]})
+                for raw, expected in documents:
+                    self.content.put(raw, expected=expected)
+                size = self.unpack(manifest, config)  # every layer is there already: checks it
                 rec = ImageRecord(config.id, Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)), size)
                 tagged = [str(ref)] if ref.tag else []
-                had = bool(known and tagged and self.metadata.by_tag(tagged[0]) == config.id)
-                self._retag(rec, tagged, digests=[f"{ref.name}@{digest}"])
+                repo_digest = f"{ref.name}@{digest}"
+                if tagged:
+                    had = known and self.metadata.by_tag(tagged[0]) == config.id
+                else:
+                    had = known and self.metadata.by_digest(repo_digest) == config.id
+                self._retag(rec, tagged, digests=[repo_digest])
             except BaseException:
                 self._rollback(before)
                 raise
-        emit({"status": f"Digest: {digest}"})
-        word = "Image is up to date for" if had else "Downloaded newer image for"
-        emit({"status": f"Status: {word} {ref.familiar()}"})
-        return config.id
+        return not had
 
     def _record(self, cfg: ImageConfig, layers: list[Descriptor], names: list[str], size: int,
                 parent: str = "") -> Image:

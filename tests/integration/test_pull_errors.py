@@ -28,7 +28,12 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenServer]:
-    with TokenServer({"carol": "secret"}, directory=tmp_path_factory.mktemp("tokens")) as server:
+    def acl(user: str, repo: str) -> set[str]:  # private/...: nobody but carol, not even to pull
+        if repo.startswith("private/"):
+            return {"pull", "push"} if user == "carol" else set()
+        return {"pull", "push"} if user else {"pull"}
+
+    with TokenServer({"carol": "secret"}, acl, directory=tmp_path_factory.mktemp("tokens")) as server:
         yield server
 
 
@@ -75,10 +80,15 @@ def test_pull_access_denied_and_wrong_credentials(cli: Daemon, registry: LocalRe
                                                   tmp_path: Path) -> None:
     run = cli.client(kind)
     before = store_state(cli)
-    missing = f"{registry.host}/nobody/{unique('none')}"
+    missing = f"{registry.host}/nobody/{unique('none')}"  # this registry says: manifest unknown
     res = run("pull", missing, check=False)
     assert res.returncode == 1
-    assert res.stderr.strip() == (f"Error response from daemon: pull access denied for {missing}, repository does not "
+    assert res.stderr.strip() == (f"Error response from daemon: manifest for {missing}:latest not found: "
+                                  "manifest unknown: manifest unknown")
+    private = f"{registry.host}/private/{unique('secret')}"  # the realm grants nothing: a 401
+    res = run("pull", private, check=False)
+    assert res.returncode == 1
+    assert res.stderr.strip() == (f"Error response from daemon: pull access denied for {private}, repository does not "
                                   "exist or may require 'docker login': denied: requested access to the resource is denied")
     res = run("login", "-u", "carol", "--password-stdin", registry.host, input=b"wrong\n", check=False)
     assert res.returncode == 1

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import dockyard
-from dockyard.content.local import BUFSIZE, LocalStore
+from dockyard.content.local import BUFSIZE, IngestLocked, LocalStore
 from dockyard.errors import Conflict, DataCorruption, InvalidArgument, NotFound
 
 STORES = {"local": LocalStore}
@@ -311,6 +311,59 @@ def test_concurrent_writer_same_ref_conflicts(store):
     w2 = store.writer("same")
     assert w2.offset == 5
     w2.abort()
+
+
+def test_locked_ingest_is_told_apart(store):
+    """A ref held by a live writer is IngestLocked (it may finish or drop it: worth waiting
+    for); an ingest with other expectations is a plain Conflict."""
+    w = store.writer("held", total=3)
+    with pytest.raises(IngestLocked):
+        store.writer("held")
+    w.close()
+    with pytest.raises(Conflict) as info:
+        store.writer("held", total=4)
+    assert not isinstance(info.value, IngestLocked)
+
+
+def test_open_reader_follows_the_write(store):
+    """A reader of the ingest sees what reached the disk — a flush, or a big write — and
+    keeps reading the same bytes after the commit renamed the file into place."""
+    data = blob(BUFSIZE + 4096, seed=5)
+    w = store.writer("follow", expected=sha(data))
+    reader = w.open_reader()
+    try:
+        w.write(data[:100])  # buffered
+        assert os.pread(reader.fileno(), 200, 0) == b""
+        w.flush()
+        assert os.pread(reader.fileno(), 200, 0) == data[:100]
+        w.write(data[100:])  # a write of BUFSIZE or more goes to the disk at once
+        assert os.pread(reader.fileno(), len(data), 0) == data
+        assert w.commit() == sha(data)
+        assert reader.read() == data
+    finally:
+        reader.close()
+    with store.open(sha(data)) as f:
+        assert f.read() == data
+
+
+def test_open_reader_sees_resumed_bytes_and_outlives_a_failed_commit(store):
+    data = blob(5000, seed=6)
+    with store.writer("again") as w:
+        w.write(data[:3000])
+    w = store.writer("again")
+    reader = w.open_reader()
+    try:
+        assert reader.read() == data[:3000]  # what the earlier writer left, from offset 0
+        w.write(b"x" * 2000)
+        w.flush()
+        assert reader.read() == b"x" * 2000
+        with pytest.raises(DataCorruption):
+            w.commit(expected=sha(data))  # the ingest is removed ...
+        assert store.ingests() == []
+        assert os.pread(reader.fileno(), 10, 0) == data[:10]  # ... the open file stays readable
+    finally:
+        reader.close()
+    assert digests(store) == set()
 
 
 def test_writer_after_commit_starts_fresh(store):

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from dockyard.daemon.api.server import PARAMS_KEY, Router, engine_of, filters, param, qbool
 from dockyard.daemon.api.streams import JSONMessages, buffered_body, stream_bytes
-from dockyard.errors import DockyardError, InvalidArgument
+from dockyard.errors import DockyardError, InvalidArgument, Unauthorized
 
 
 def _labels(engine: object, image_id: str) -> dict[str, str]:
@@ -81,27 +81,38 @@ async def remove_image(request: web.Request) -> web.Response:
 
 async def _pull(request: web.Request) -> web.StreamResponse:
     from dockyard import reference
-    from dockyard.distribution.pull import pull, resolve
+    from dockyard.distribution.pull import list_tags, pull, pull_all_tags, resolve
     from dockyard.images.model import parse_platform
 
     image, tag = request.query.get("fromImage", ""), request.query.get("tag") or ""
     name = image if not tag else f"{image}@{tag}" if tag.startswith("sha256:") else f"{image}:{tag}"
     ref = reference.parse(name)  # a bad name is a 400 before the stream starts
+    # docker: a name with neither tag nor digest (an empty tag: ``pull --all-tags``) pulls
+    # every tag of the repository
+    all_tags = reference.parse(name, default_tag=False).tag is None and ref.digest is None
     platform = parse_platform(request.query["platform"]) if request.query.get("platform") else None
     engine = engine_of(request)
     auth = registry_auth(request)
-    # so is a missing manifest
-    plan = await asyncio.to_thread(resolve, str(ref), platform, auth=auth, hosts=engine.registries)
-    loop = asyncio.get_running_loop()
+    # so is a missing manifest (or, for all tags, a missing repository); never a 401, on
+    # which docker's CLI would prompt for a login, as it does for nothing dockerd answers
+    try:
+        if all_tags:
+            tags = await asyncio.to_thread(list_tags, ref.name, auth=auth, hosts=engine.registries)
+        else:
+            plan = await asyncio.to_thread(resolve, str(ref), platform, auth=auth, hosts=engine.registries)
+    except Unauthorized as e:
+        raise DockyardError(str(e)) from None
     messages = JSONMessages(request)
     await messages.start()
-
-    def emit(msg: dict) -> None:
-        asyncio.run_coroutine_threadsafe(messages.send(msg), loop).result()
-
+    emit = messages.send_threadsafe
     try:
-        image_id = await asyncio.to_thread(pull, engine.images, plan, emit)
-        await asyncio.to_thread(_image_event, engine, "pull", image_id, ref.familiar())
+        if all_tags:
+            pulled = await asyncio.to_thread(pull_all_tags, engine.images, ref.name, tags, emit, platform,
+                                             auth=auth, hosts=engine.registries)
+        else:
+            pulled = [(await asyncio.to_thread(pull, engine.images, plan, emit), ref.familiar())]
+        for image_id, pulled_name in pulled:
+            await asyncio.to_thread(_image_event, engine, "pull", image_id, pulled_name)
     except Exception as e:  # headers are sent: the error travels in the stream
         await messages.error(e)
     return await messages.finish()
@@ -121,15 +132,11 @@ async def push_image(request: web.Request) -> web.StreamResponse:
     auth = registry_auth(request)
     targets = await asyncio.to_thread(push_targets, engine.images, param(request, "name"),
                                       request.query.get("tag", ""))
-    loop = asyncio.get_running_loop()
     messages = JSONMessages(request)
     await messages.start()
-
-    def emit(msg: dict) -> None:
-        asyncio.run_coroutine_threadsafe(messages.send(msg), loop).result()
-
     try:
-        await asyncio.to_thread(push, engine.images, targets, emit, auth=auth, hosts=engine.registries)
+        await asyncio.to_thread(push, engine.images, targets, messages.send_threadsafe, auth=auth,
+                                hosts=engine.registries)
         for ref, image_id in targets:
             await asyncio.to_thread(_image_event, engine, "push", image_id, ref.familiar())
     except Exception as e:  # headers are sent: the error travels in the stream

@@ -111,8 +111,14 @@ class JSONMessages:
 
     async def error(self, err: BaseException) -> None:
         msg = str(err)
-        await self.send({"errorDetail": {"message": msg}, "error": msg})
+        try:
+            await self.send({"errorDetail": {"message": msg}, "error": msg})
+        except ConnectionError:  # the client went away (Ctrl-C): the error was its doing
+            pass
 
     async def finish(self) -> web.StreamResponse:
-        await self._response.write_eof()
+        try:
+            await self._response.write_eof()
+        except ConnectionError:
+            pass
         return self._response
