@@ -358,6 +358,15 @@ _IMAGE_SUBCOMMANDS["prune"] = cmd_image_prune
 _IMAGE_SUBCOMMANDS["pull"] = lambda ctx, args, prog="dockyard image pull": cmd_pull(ctx, args, prog)
 
 
+def _image_push(ctx: Context, args: list[str], prog: str = "dockyard image push") -> int:
+    from dockyard.cli.registry import cmd_push
+
+    return cmd_push(ctx, args, prog)
+
+
+_IMAGE_SUBCOMMANDS["push"] = _image_push
+
+
 def cmd_image(ctx: Context, args: list[str]) -> int:
     return run_group(ctx, args, "image", "Manage images", _IMAGE_SUBCOMMANDS)
 

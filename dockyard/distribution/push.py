@@ -61,7 +61,7 @@ def push(images: Any, targets: list[tuple[reference.Reference, str]], emit: Emit
 
 def _push_one(images: Any, registry: Registry, host: str, repo: str, ref: reference.Reference,
               image_id: str, emit: Emit) -> None:
-    image = images.resolve(image_id)
+    image = images.compressed_for_push(image_id)
     manifest, config = image.manifest, image.config
     layers = list(zip(manifest.layers, config.diff_ids, strict=True))
     for _, diff_id in layers:

@@ -652,6 +652,39 @@ class ImageService:
                 exp.names.append(str(ref))
         transfer.save(self.content, list(exports.values()), out)
 
+    def compressed_for_push(self, image_id: str) -> Image:
+        """The image with its uncompressed layers gzip-compressed, as docker pushes them. The
+        compressed blobs join the content store and the record points at the new manifest
+        (same config, so the same image ID): a later push sends the same digests."""
+        from dockyard.archive.compression import compress
+
+        with self._lock:
+            img = self.resolve(image_id)
+            plain = (mt.DOCKER_LAYER, mt.OCI_LAYER)
+            if not any(layer.media_type in plain for layer in img.manifest.layers):
+                return img
+            oci = img.manifest.media_type == mt.OCI_MANIFEST
+            layers = []
+            for layer in img.manifest.layers:
+                if layer.media_type not in plain:
+                    layers.append(layer)
+                    continue
+                writer = self.content.writer(f"push-gzip-{uuid.uuid4().hex}")
+                try:
+                    with self.content.open(layer.digest) as src:
+                        compress(src, writer, "gzip")
+                    digest = writer.commit()
+                except BaseException:
+                    writer.abort()
+                    raise
+                layers.append(Descriptor(mt.layer_type("gzip", oci), digest, self.content.info(digest).size))
+            manifest = build_manifest(img.manifest.config, layers, oci=oci)
+            self.content.put(manifest.raw)
+            rec = img.record
+            self.metadata.add(ImageRecord(rec.id, Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)),
+                                          rec.size, parent=rec.parent, added=rec.added))
+            return self._load(self.metadata.get(image_id))
+
     def add_repo_digest(self, image_id: str, name: str) -> None:
         """Record ``name@digest`` for an image (after a push, as docker does)."""
         with self._lock:

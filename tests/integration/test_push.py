@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,10 +77,18 @@ def test_push_then_skopeo_reads_it(cli: Daemon, registry: LocalRegistry, kind: s
     assert "sha256:" + hashlib.sha256((tmp_path / "copy" / "manifest.json").read_bytes()).hexdigest() == digest
     manifest = json.loads(raw)
     assert manifest["config"]["digest"] == local["Id"]
+    # the imported layer is stored as a plain tar; it went up gzip-compressed, as docker pushes
+    assert [layer["mediaType"] for layer in manifest["layers"]] == ["application/vnd.docker.image.rootfs.diff.tar.gzip"]
+    assert (tmp_path / "copy" / manifest["layers"][0]["digest"].removeprefix("sha256:")).read_bytes()[:2] == b"\x1f\x8b"
     for layer in manifest["layers"]:
         blob = tmp_path / "copy" / layer["digest"].removeprefix("sha256:")
         assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == layer["digest"]
     # the second push sends nothing again
+    # the image is the same image, and it still saves and runs
+    assert json.loads(cli.cli("image", "inspect", name).stdout)[0]["Id"] == local["Id"]
+    cli.cli("save", "-o", str(tmp_path / "saved.tar"), name)
+    with tarfile.open(tmp_path / "saved.tar") as saved:
+        assert json.load(saved.extractfile("manifest.json"))[0]["RepoTags"] == [name]
     again = cli.client(kind)("push", name).stdout
     assert "Layer already exists" in again and ": Pushed" not in again
     assert again.splitlines()[-1] == f"v1: digest: {digest} size: {len(raw)}"
