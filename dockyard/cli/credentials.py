@@ -12,11 +12,12 @@ import base64
 import json
 import os
 import subprocess
+import sys
 
 from dockyard.cli.context import CLIError
+from dockyard.reference import HUB_HOSTS
 
 HUB_SERVER = "https://index.docker.io/v1/"
-_HUB_NAMES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 
 
 def config_path() -> str:
@@ -27,7 +28,7 @@ def config_path() -> str:
 def server_key(server: str) -> str:
     """The config key for a registry named as a login argument or a reference host."""
     host = hostname(server)
-    return HUB_SERVER if host in _HUB_NAMES or not host else host
+    return HUB_SERVER if host in HUB_HOSTS or not host else host
 
 
 def hostname(server: str) -> str:
@@ -37,20 +38,28 @@ def hostname(server: str) -> str:
     return server.split("/", 1)[0]
 
 
-def _load() -> dict:
+def _load(for_update: bool = False) -> dict:
+    """The config file's JSON. One that does not parse is warned about and read as empty,
+    as docker does — but never written over (``for_update``)."""
     try:
         with open(config_path()) as f:
             doc = json.load(f)
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
     except FileNotFoundError:
         return {}
-    except ValueError as e:
-        raise CLIError(f"WARNING: Error loading config file: {config_path()}: {e}", 1) from None
-    return doc if isinstance(doc, dict) else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        message = f"WARNING: Error loading config file: {config_path()}: {e}"
+        if for_update:
+            raise CLIError(message, 1) from None
+        sys.stderr.write(message + "\n")
+        return {}
+    return doc
 
 
 def _save(doc: dict) -> None:
     """Atomically, private to the user: the file holds passwords."""
-    path = config_path()
+    path = os.path.realpath(config_path())  # a symlinked config.json stays a symlink
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -65,13 +74,19 @@ def _helper(doc: dict, key: str) -> str:
     return str(helpers.get(key) or helpers.get(hostname(key)) or doc.get("credsStore") or "")
 
 
+_HELPER_VERBS = {"get": "getting", "store": "storing", "erase": "erasing"}
+
+
 def _run_helper(helper: str, action: str, data: str) -> str:
+    program = f"docker-credential-{helper}"
     try:
-        proc = subprocess.run([f"docker-credential-{helper}", action], input=data, capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run([program, action], input=data, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
-        raise CLIError(f"error getting credentials - err: exec: \"docker-credential-{helper}\": "
+        raise CLIError(f"error {_HELPER_VERBS[action]} credentials - err: exec: \"{program}\": "
                        "executable file not found in $PATH", 1) from None
+    except subprocess.TimeoutExpired:
+        raise CLIError(f"error {_HELPER_VERBS[action]} credentials - err: {program} {action} did not answer "
+                       "within 60 s", 1) from None
     if proc.returncode != 0:
         message = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
         raise LookupError(message[0] if message else f"docker-credential-{helper} {action} failed")
@@ -115,7 +130,7 @@ def lookup(server: str) -> dict[str, str]:
 
 def store(server: str, username: str, password: str, identity_token: str = "") -> str:
     """Keep a login; returns where (the config file, or the helper's name)."""
-    doc = _load()
+    doc = _load(for_update=True)
     auths = doc.setdefault("auths", {})
     key = server_key(server)
     helper = _helper(doc, key)
@@ -135,7 +150,7 @@ def store(server: str, username: str, password: str, identity_token: str = "") -
 
 
 def erase(server: str) -> bool:
-    doc = _load()
+    doc = _load(for_update=True)
     auths = doc.get("auths") or {}
     key = server_key(server)
     found = [k for k in auths if k == key or server_key(k) == key]

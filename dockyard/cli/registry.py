@@ -90,7 +90,6 @@ def cmd_push(ctx: Context, args: list[str], prog: str = "dockyard push") -> int:
     p = new_parser(prog, usage=f"{prog} [OPTIONS] NAME[:TAG]", description="Upload an image to a registry")
     p.add_argument("-a", "--all-tags", action="store_true", help="Push all tags of an image to the repository")
     p.add_argument("-q", "--quiet", action="store_true", help="Suppress verbose output")
-    p.add_argument("--platform", help="Push a platform-specific manifest as a single-platform image")
     p.add_argument("name")
     o = p.parse_args(args)
     from dockyard import reference

@@ -23,10 +23,11 @@ import urllib.parse
 from dataclasses import dataclass
 
 from dockyard.errors import InvalidArgument
+from dockyard.reference import HUB_HOSTS
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
-HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+HUB_ALIASES = HUB_HOSTS
 DEFAULT_CERTS_DIR = "/etc/docker/certs.d"
 _ALWAYS_INSECURE = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
 
@@ -53,16 +54,6 @@ def split_host(host: str) -> tuple[str, int | None]:
         name, port = host.split(":")
         return name, int(port) if port.isdigit() else None
     return host, None
-
-
-def is_local(host: str) -> bool:
-    name = split_host(host)[0]
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def normalize_server(server: str) -> str:
@@ -95,7 +86,7 @@ class RegistryHosts:
             parts = urllib.parse.urlsplit(url if "://" in url else f"https://{url}")
             if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
                 raise InvalidArgument(f"invalid mirror: {url!r}: a mirror is http(s)://host[:port]")
-            tls = self._tls(parts.netloc, verify=not self.insecure(parts.netloc)) if parts.scheme == "https" else None
+            tls = self.tls(parts.netloc, verify=not self.insecure(parts.netloc)) if parts.scheme == "https" else None
             self.mirrors.append(Endpoint(parts.scheme, parts.netloc, tls, mirror=True))
 
     def insecure(self, host: str) -> bool:
@@ -119,13 +110,16 @@ class RegistryHosts:
     def endpoints(self, host: str, pull: bool = True) -> list[Endpoint]:
         """Where to try, in order. docker.io: the mirrors (pulls only), then Docker Hub."""
         if host in HUB_ALIASES:
-            hub = Endpoint("https", DOCKER_HUB_API, self._tls(DOCKER_HUB_API, verify=True))
+            hub = Endpoint("https", DOCKER_HUB_API, self.tls(DOCKER_HUB_API, verify=True))
             return [*(self.mirrors if pull else []), hub]
         if self.insecure(host):
-            return [Endpoint("https", host, self._tls(host, verify=False)), Endpoint("http", host)]
-        return [Endpoint("https", host, self._tls(host, verify=True))]
+            return [Endpoint("https", host, self.tls(host, verify=False)), Endpoint("http", host)]
+        return [Endpoint("https", host, self.tls(host, verify=True))]
 
-    def _tls(self, host: str, verify: bool) -> ssl.SSLContext:
+    def has_certs(self, host: str) -> bool:
+        return os.path.isdir(os.path.join(self.certs_dir, host))
+
+    def tls(self, host: str, verify: bool) -> ssl.SSLContext:
         with self._lock:
             ctx = self._contexts.get((host, verify))
             if ctx is None:
@@ -149,4 +143,4 @@ class RegistryHosts:
         return ctx
 
 
-__all__ = ["DOCKER_HUB", "Endpoint", "RegistryHosts", "is_local", "normalize_server", "split_host"]
+__all__ = ["DOCKER_HUB", "HUB_ALIASES", "Endpoint", "RegistryHosts", "normalize_server", "split_host"]

@@ -24,7 +24,7 @@ from dockyard.distribution.registry import (
     open_registries,
     split_repository,
 )
-from dockyard.errors import DataCorruption, NotFound, Unavailable
+from dockyard.errors import DataCorruption, DockyardError, NotFound
 from dockyard.images.model import (
     ImageConfig,
     Index,
@@ -69,16 +69,8 @@ def resolve(name: str, platform: dict[str, str] | None = None, *, auth: AuthConf
     ref = reference.parse(name)
     host, repo = split_repository(ref.name)
     want = platform or host_platform()
-    candidates = open_registries(hosts or RegistryHosts(), host, auth)
-    for registry in candidates:
-        try:
-            raw, mtype = registry.manifest(repo, ref.digest or ref.tag or "latest")
-            break
-        except (RegistryError, Unavailable) as e:
-            if registry is candidates[-1]:
-                if isinstance(e, Unavailable):
-                    raise
-                raise _not_found(ref, e) from None
+    registry, (raw, mtype) = _first_answer(open_registries(hosts or RegistryHosts(), host, auth), ref,
+                                           lambda r: r.manifest(repo, ref.digest or ref.tag or "latest"))
     top_digest = sha256_digest(raw)
     if ref.digest and top_digest != ref.digest:
         raise DataCorruption(f"manifest digest mismatch: expected {ref.digest}, got {top_digest}")
@@ -122,7 +114,7 @@ def _pull_one(images: Any, plan: Plan, emit: Emit) -> tuple[str, bool]:
             with content.open(manifest.config.digest) as f:
                 config_raw = f.read()
         else:
-            config_raw = _fetch_small(registry, repo, manifest.config.digest)
+            config_raw = _fetch_small(registry, repo, manifest.config.digest, manifest.config.size)
         config = ImageConfig.parse(config_raw)
         diff_ids = config.diff_ids
         if len(diff_ids) != len(layers):
@@ -141,15 +133,23 @@ def list_tags(name: str, *, auth: AuthConfig | None = None, hosts: RegistryHosts
     the API). Read before any progress, so a missing repository is an HTTP error."""
     ref = reference.parse(name, default_tag=False)
     host, repo = split_repository(ref.name)
-    candidates = open_registries(hosts or RegistryHosts(), host, auth)
+    return _first_answer(open_registries(hosts or RegistryHosts(), host, auth), ref, lambda r: r.tags(repo))[1]
+
+
+def _first_answer(candidates: list[Registry], ref: reference.Reference,
+                  ask: Callable[[Registry], Any]) -> tuple[Registry, Any]:
+    """The first registry that answers (docker.io's mirrors, then Docker Hub) and its answer.
+    A mirror failing in any way (missing image, wanting credentials, down) passes to the next;
+    the last one's error is the user's."""
     for registry in candidates:
         try:
-            return registry.tags(repo)
-        except (RegistryError, Unavailable) as e:
-            if registry is candidates[-1]:
-                if isinstance(e, Unavailable):
-                    raise
+            return registry, ask(registry)
+        except DockyardError as e:
+            if registry is not candidates[-1]:
+                continue
+            if isinstance(e, RegistryError):
                 raise _not_found(ref, e) from None
+            raise
     raise AssertionError("unreachable")
 
 
@@ -171,9 +171,9 @@ def pull_all_tags(images: Any, name: str, tags: list[str], emit: Emit, platform:
     return pulled
 
 
-def _fetch_small(registry: Registry, repo: str, digest: str) -> bytes:
+def _fetch_small(registry: Registry, repo: str, digest: str, size: int) -> bytes:
     parts: list[bytes] = []
-    registry.blob(repo, digest, parts.append)
+    registry.blob(repo, digest, parts.append, size)
     raw = b"".join(parts)
     if sha256_digest(raw) != digest:
         raise DataCorruption(f"blob digest mismatch: expected {digest}")

@@ -17,12 +17,7 @@ from dockyard.distribution import short_id
 from dockyard.distribution.auth import AuthConfig
 from dockyard.distribution.hosts import RegistryHosts
 from dockyard.distribution.layers import PROGRESS_INTERVAL
-from dockyard.distribution.registry import (
-    Registry,
-    RegistryError,
-    open_registries,
-    split_repository,
-)
+from dockyard.distribution.registry import Registry, RegistryError, open_registry, split_repository
 from dockyard.errors import NotFound, Unauthorized
 
 PARALLEL_UPLOADS = 5  # docker's max-concurrent-uploads default
@@ -53,7 +48,7 @@ def push(images: Any, targets: list[tuple[reference.Reference, str]], emit: Emit
          auth: AuthConfig | None = None, hosts: RegistryHosts | None = None) -> None:
     ref = targets[0][0]
     host, repo = split_repository(ref.name)
-    registry = open_registries(hosts or RegistryHosts(), host, auth, push=True)[-1]
+    registry = open_registry(hosts or RegistryHosts(), host, auth, push=True)
     emit({"status": f"The push refers to repository [{ref.familiar_name}]"})
     for target, image_id in targets:
         _push_one(images, registry, host, repo, target, image_id, emit)
@@ -66,27 +61,34 @@ def _push_one(images: Any, registry: Registry, host: str, repo: str, ref: refere
     layers = list(zip(manifest.layers, config.diff_ids, strict=True))
     for _, diff_id in layers:
         emit({"status": "Preparing", "progressDetail": {}, "id": short_id(diff_id)})
-    lock = threading.Lock()
     sources = _mount_sources(images, host, repo)
+    failed = threading.Event()  # one layer failed: the others stop at their next chunk
 
     def send(desc: Any, diff_id: str) -> None:
         sid = short_id(diff_id)
+        if failed.is_set():
+            return
         if registry.blob_size(repo, desc.digest) is not None:
             emit({"status": "Layer already exists", "progressDetail": {}, "id": sid})
             return
         for source in sources.get(desc.digest, []):
-            if registry.mount_blob(repo, desc.digest, source):
+            try:
+                mounted = registry.mount_blob(repo, desc.digest, source)
+            except (RegistryError, Unauthorized):  # e.g. no pull access to the source: upload
+                mounted = False
+            if mounted:
                 emit({"status": f"Mounted from {_familiar_repo(host, source)}", "progressDetail": {}, "id": sid})
                 return
         done, last = [0], [0.0]
 
         def progress(n: int) -> None:
+            if failed.is_set():
+                raise _Cancelled()
             done[0] += n
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL or done[0] == desc.size:
                 last[0] = now
-                with lock:
-                    emit({"status": "Pushing", "progressDetail": {"current": done[0], "total": desc.size}, "id": sid})
+                emit({"status": "Pushing", "progressDetail": {"current": done[0], "total": desc.size}, "id": sid})
 
         with images.content.open(desc.digest) as blob:
             registry.upload_blob(repo, desc.digest, desc.size, blob, progress)
@@ -99,8 +101,13 @@ def _push_one(images: Any, registry: Registry, host: str, repo: str, ref: refere
                 if i >= PARALLEL_UPLOADS:
                     emit({"status": "Waiting", "progressDetail": {}, "id": short_id(diff_id)})
                 futures.append(pool.submit(send, desc, diff_id))
-            for f in futures:
-                f.result()
+            try:
+                for f in futures:
+                    f.result()
+            except BaseException:
+                failed.set()
+                pool.shutdown(cancel_futures=True)
+                raise
         if registry.blob_size(repo, manifest.config.digest) is None:
             with images.content.open(manifest.config.digest) as blob:
                 registry.upload_blob(repo, manifest.config.digest, manifest.config.size, blob)
@@ -112,6 +119,10 @@ def _push_one(images: Any, registry: Registry, host: str, repo: str, ref: refere
     tag = ref.tag or "latest"
     emit({"status": f"{tag}: digest: {digest} size: {len(manifest.raw)}"})
     emit({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": len(manifest.raw)}})
+
+
+class _Cancelled(Exception):
+    """Another layer's upload failed: this one stops (not an OSError: no retry)."""
 
 
 def _mount_sources(images: Any, host: str, repo: str) -> dict[str, list[str]]:

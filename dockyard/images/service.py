@@ -655,34 +655,42 @@ class ImageService:
     def compressed_for_push(self, image_id: str) -> Image:
         """The image with its uncompressed layers gzip-compressed, as docker pushes them. The
         compressed blobs join the content store and the record points at the new manifest
-        (same config, so the same image ID): a later push sends the same digests."""
+        (same config, so the same image ID): a later push sends the same digests. The old
+        manifest and plain layers go when nothing else uses them. Compression runs outside
+        the service lock (a layer can be gigabytes)."""
         from dockyard.archive.compression import compress
 
+        img = self.resolve(image_id)
+        plain = (mt.DOCKER_LAYER, mt.OCI_LAYER)
+        if not any(layer.media_type in plain for layer in img.manifest.layers):
+            return img
+        oci = img.manifest.media_type == mt.OCI_MANIFEST
+        layers = []
+        for layer in img.manifest.layers:
+            if layer.media_type not in plain:
+                layers.append(layer)
+                continue
+            writer = self.content.writer(f"push-gzip-{uuid.uuid4().hex}")
+            try:
+                with self.content.open(layer.digest) as src:
+                    compress(src, writer, "gzip")
+                digest = writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
+            layers.append(Descriptor(mt.layer_type("gzip", oci), digest, self.content.info(digest).size))
+        manifest = build_manifest(img.manifest.config, layers, oci=oci)
         with self._lock:
-            img = self.resolve(image_id)
-            plain = (mt.DOCKER_LAYER, mt.OCI_LAYER)
-            if not any(layer.media_type in plain for layer in img.manifest.layers):
-                return img
-            oci = img.manifest.media_type == mt.OCI_MANIFEST
-            layers = []
-            for layer in img.manifest.layers:
-                if layer.media_type not in plain:
-                    layers.append(layer)
-                    continue
-                writer = self.content.writer(f"push-gzip-{uuid.uuid4().hex}")
-                try:
-                    with self.content.open(layer.digest) as src:
-                        compress(src, writer, "gzip")
-                    digest = writer.commit()
-                except BaseException:
-                    writer.abort()
-                    raise
-                layers.append(Descriptor(mt.layer_type("gzip", oci), digest, self.content.info(digest).size))
-            manifest = build_manifest(img.manifest.config, layers, oci=oci)
+            current = self.metadata.get(image_id)
+            if current.manifest.digest != img.record.manifest.digest:
+                return self._load(current)  # another push got there first
             self.content.put(manifest.raw)
-            rec = img.record
-            self.metadata.add(ImageRecord(rec.id, Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)),
-                                          rec.size, parent=rec.parent, added=rec.added))
+            self.metadata.add(ImageRecord(current.id, Descriptor(manifest.media_type, manifest.digest, len(manifest.raw)),
+                                          current.size, parent=current.parent, added=current.added))
+            referenced = self._references()[0]
+            for old in {img.record.manifest.digest, *(la.digest for la in img.manifest.layers)} - referenced:
+                with contextlib.suppress(NotFound):
+                    self.content.delete(old)
             return self._load(self.metadata.get(image_id))
 
     def add_repo_digest(self, image_id: str, name: str) -> None:

@@ -20,7 +20,7 @@ import docker
 import pytest
 
 from dockyard.distribution.hosts import RegistryHosts
-from dockyard.distribution.registry import open_registries
+from dockyard.distribution.registry import open_registry
 from tests.conftest import Daemon, store_state
 from tests.fixtures.clients import CLIS, unique
 from tests.fixtures.registry import REGISTRY_BIN, LocalRegistry, start_registry
@@ -144,7 +144,7 @@ def test_docker_py_push(cli: Daemon, registry: LocalRegistry) -> None:
 def test_chunked_and_monolithic_uploads(registry: LocalRegistry) -> None:
     """The client's two upload shapes against the real registry: what it stores has the
     digest, and a wrong digest is refused with nothing stored."""
-    reg = open_registries(RegistryHosts(), registry.host, push=True)[-1]
+    reg = open_registry(RegistryHosts(), registry.host, push=True)
     repo = unique("uploads")
     blob = os.urandom(300_000)
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()

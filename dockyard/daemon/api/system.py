@@ -181,11 +181,11 @@ async def login(request: web.Request) -> web.Response:
     registry's refresh token, when it gives one, comes back as the IdentityToken."""
     from dockyard.distribution.auth import AuthConfig
     from dockyard.distribution.hosts import normalize_server
-    from dockyard.distribution.registry import open_registries
+    from dockyard.distribution.registry import open_registry
 
     auth = AuthConfig.from_json(await read_json(request))
     host = normalize_server(auth.server or "https://index.docker.io/v1/")
-    registry = open_registries(engine_of(request).registries, host, auth, push=True)[-1]
+    registry = open_registry(engine_of(request).registries, host, auth, push=True)
     token = await asyncio.to_thread(registry.login)
     return web.json_response({"Status": "Login Succeeded", "IdentityToken": token})
 
