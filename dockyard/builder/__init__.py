@@ -1,0 +1,1 @@
+"""The builder: Dockerfile to image."""
