@@ -71,14 +71,16 @@ def _image_config(rec: Any, image_id: str, overrides: dict[str, Any] | None, cha
 
 def commit(svc: Any, ref: str, *, repo: str | None = None, tag: str | None = None, comment: str = "",
            author: str = "", changes_: list[str] | None = None, pause: bool = True,
-           overrides: dict[str, Any] | None = None) -> str:
+           overrides: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> str:
     """``POST /commit``: checks everything first (changes, the name), then writes the layer,
     so bad input leaves no blob, snapshot or image behind."""
     if overrides is not None and not isinstance(overrides, dict):
         raise InvalidArgument("invalid JSON: the body must be an object")
     rec = svc.lookup(ref)
     img = svc.images.resolve(rec.image)
-    config = _image_config(rec, img.id, overrides, list(changes_ or []))
+    # ``config``: the image config as is (a build step's), not derived from the container's
+    config = {**config, "Image": img.id} if config is not None else \
+        _image_config(rec, img.id, overrides, list(changes_ or []))
     if repo:
         from dockyard import reference
 

@@ -529,28 +529,49 @@ class ImageService:
         from dockyard.archive import write_diff
 
         ref = reference.parse_repo_tag(repo, tag) if repo else None
+        return self.add_step(parent, config_section, created_by, write_layer=lambda w: write_diff(lower, upper, w).diff_id,
+                             names=[str(ref)] if ref else [], comment=comment, author=author)
+
+    def add_step(self, parent: Image | None, config_section: dict[str, Any], created_by: str, *,
+                 write_layer: Callable[[Any], str | None] | None = None, names: list[str] = (),
+                 comment: str = "", author: str = "") -> str:
+        """A new image on ``parent`` (None: from scratch) with ``config_section`` and one more
+        history entry: with a layer that ``write_layer`` writes (a tar, into a content writer;
+        it may return the tar's diff ID, checked when applied) or, without, an empty layer (a
+        metadata step of a build). Returns the image ID; nothing is left on failure."""
         with self._lock:
             before = self._state()
             try:
-                writer = self.content.writer(f"commit-{uuid.uuid4().hex}")
-                try:
-                    diff = write_diff(lower, upper, writer)
-                    layer_digest = writer.commit()
-                except BaseException:
-                    writer.abort()
-                    raise
-                with self.content.open(layer_digest) as f:
-                    diff_id, size = self._apply(f, parent.chain[-1] if parent.chain else None, None, diff.diff_id)
+                diff_ids = list(parent.config.diff_ids) if parent else []
+                layers = list(parent.manifest.layers) if parent else []
+                size = parent.record.size if parent else 0
                 created = now_rfc3339()
                 entry: dict[str, Any] = {"created": created, "created_by": created_by}
                 if author:
                     entry["author"] = author
                 if comment:
                     entry["comment"] = comment
-                cfg = new_config([*parent.config.diff_ids, diff_id], created=created, config=config_section,
-                                 history=[*parent.config.history, entry], author=author or None, comment=comment or None)
-                layers = [*parent.manifest.layers, Descriptor(mt.layer_type(None, oci=False), layer_digest, diff.size)]
-                self._record(cfg, layers, [str(ref)] if ref else [], parent.record.size + size, parent=parent.id)
+                if write_layer is None:
+                    entry["empty_layer"] = True
+                else:
+                    writer = self.content.writer(f"layer-{uuid.uuid4().hex}")
+                    try:
+                        expected = write_layer(writer)
+                        layer_digest = writer.commit()
+                    except BaseException:
+                        writer.abort()
+                        raise
+                    with self.content.open(layer_digest) as f:
+                        diff_id, layer_size = self._apply(f, parent.chain[-1] if parent and parent.chain else None,
+                                                          None, expected)
+                    diff_ids.append(diff_id)
+                    layers.append(Descriptor(mt.layer_type(None, oci=False), layer_digest,
+                                             self.content.info(layer_digest).size))
+                    size += layer_size
+                history = [*(parent.config.history if parent else []), entry]
+                cfg = new_config(diff_ids, created=created, config=config_section, history=history,
+                                 author=author or None, comment=comment or None)
+                self._record(cfg, layers, list(names), size, parent=parent.id if parent else "")
             except BaseException:
                 self._rollback(before)
                 raise

@@ -185,12 +185,21 @@ async def read_json(request: web.Request) -> Any:
 
 
 def create_app(engine: Any) -> web.Application:
-    from dockyard.daemon.api import container_fs, containers, events, execs, images, system, volumes
+    from dockyard.daemon.api import (
+        build,
+        container_fs,
+        containers,
+        events,
+        execs,
+        images,
+        system,
+        volumes,
+    )
 
     app = web.Application(middlewares=[errors_middleware], client_max_size=0)
     app[ENGINE_KEY] = engine
     router = Router()
-    for module in (system, images, containers, container_fs, events, execs, volumes):
+    for module in (system, images, containers, container_fs, events, execs, volumes, build):
         module.register(router)
     app[ROUTER_KEY] = router
     app.on_response_prepare.append(_add_headers)

@@ -1,0 +1,598 @@
+"""Run a parsed Dockerfile: stages, instructions, and docker's classic build output.
+
+Each step makes an image: metadata instructions (ENV, CMD, LABEL...) a new config with an
+empty layer; RUN a container from the current image (its output streamed, stderr in red as
+docker shows it), whose changes are committed as a layer; COPY/ADD a layer written straight
+from the context (or another stage's root). Intermediate images are untagged; the final one
+gets the ``-t`` names. The JSON stream is docker's: "Step N/M : ...", " ---> Running in
+<id>", " ---> <id>", "Successfully built <id>", "Successfully tagged <name>", an aux ID."""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import os
+import posixpath
+import socket
+import stat
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard import reference
+from dockyard.builder.parser import Dockerfile, Instruction, parse
+from dockyard.builder.shell_words import expand, expand_words
+from dockyard.errors import DockyardError, InvalidArgument, NotFound
+
+Emit = Callable[[dict[str, Any]], None]
+_NOW = int(time.time())  # directories COPY creates get the build's time, as docker gives them
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+# ARGs every build knows without an ARG line (docker's predefined proxy args)
+PREDEFINED_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
+                             "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"})
+_CONFIG_KEYS = ("User", "ExposedPorts", "Env", "Cmd", "Healthcheck", "Volumes", "WorkingDir", "Entrypoint",
+                "OnBuild", "Labels", "StopSignal", "Shell")
+
+
+class BuildError(DockyardError):
+    """A build step failed; ``code`` is the RUN's exit code when that is why."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class BuildOptions:
+    dockerfile: str = "Dockerfile"
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str | None] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+    no_cache: bool = False
+    pull: bool = False
+    network: str = ""
+    quiet: bool = False
+    remove: bool = True  # docker's rm: intermediate containers of successful steps
+    force_remove: bool = False  # also those of failed steps
+
+
+@dataclass
+class _Stage:
+    name: str
+    index: int
+    image: Any | None  # the current Image (None: scratch, nothing yet)
+    config: dict[str, Any]
+    args: dict[str, str] = field(default_factory=dict)  # the ARGs declared in this stage, with values
+    shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
+
+
+class Build:
+    def __init__(self, engine: Any, context_dir: str, options: BuildOptions, emit: Emit) -> None:
+        self.engine, self.images, self.containers = engine, engine.images, engine.containers
+        self.context, self.opts = context_dir, options
+        self._emit = emit
+        self.used_args: set[str] = set()
+        self.stages: list[_Stage] = []
+
+    # ------------------------------------------------------------------ output
+
+    def say(self, text: str) -> None:
+        if not self.opts.quiet:
+            self._emit({"stream": text})
+
+    # ------------------------------------------------------------------ the build
+
+    def run(self) -> str:
+        for tag in self.opts.tags:
+            reference.parse(tag)  # a bad name fails before any work
+        doc = self._dockerfile()
+        instructions = doc.instructions
+        first_from = next((i for i, inst in enumerate(instructions) if inst.cmd == "from"), None)
+        if first_from is None:
+            raise BuildError("no build stage in current context" if instructions else "the Dockerfile (Dockerfile) cannot be empty")
+        global_args: dict[str, str] = {}
+        for inst in instructions[:first_from]:
+            if inst.cmd != "arg":
+                raise BuildError(f"Dockerfile:{inst.line}: {inst.cmd.upper()} is not allowed before FROM (only ARG is)")
+            self._declare_args(inst, global_args, global_args)
+        steps = instructions[first_from:]
+        if self.opts.target:
+            names = [expand(i.args[2], global_args).lower() for i in steps if i.cmd == "from" and len(i.args) == 3]
+            if self.opts.target.lower() not in names:
+                raise BuildError(f"failed to reach build target {self.opts.target} in Dockerfile")
+        stage: _Stage | None = None
+        total = len(instructions)
+        for number, inst in enumerate(instructions, 1):
+            if inst.cmd == "from" and stage is not None and self.opts.target and stage.name == self.opts.target.lower():
+                break
+            self.say(f"Step {number}/{total} : {inst.original}\n")
+            if inst.cmd == "arg" and number <= first_from:
+                continue
+            if inst.cmd == "from":
+                stage = self._from(inst, global_args)
+                self.stages.append(stage)
+            else:
+                assert stage is not None
+                self._step(stage, inst)
+            if stage is not None and stage.image is not None:
+                self.say(f" ---> {_short(stage.image.id)}\n")
+        assert stage is not None
+        if stage.image is None or self.opts.labels:
+            self._commit_metadata(stage, "LABEL " + " ".join(f"{k}={v}" for k, v in self.opts.labels.items()),
+                                  labels=self.opts.labels)
+        unused = sorted(k for k in self.opts.build_args if k not in self.used_args and k not in PREDEFINED_ARGS)
+        if unused:
+            self.say(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed\n")
+        image_id = stage.image.id
+        self._emit({"aux": {"ID": image_id}})
+        self.say(f"Successfully built {_short(image_id)}\n")
+        for tag in self.opts.tags:
+            ref = reference.parse(tag)
+            self.images.tag(image_id, ref.name, ref.tag)
+            self.say(f"Successfully tagged {ref.familiar()}\n")
+        return image_id
+
+    def _dockerfile(self) -> Dockerfile:
+        path = os.path.normpath(os.path.join(self.context, self.opts.dockerfile.lstrip("/")))
+        if not path.startswith(self.context.rstrip("/") + "/"):
+            raise BuildError(f"the Dockerfile ({self.opts.dockerfile}) must be within the build context")
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise BuildError(f"Cannot locate specified Dockerfile: {self.opts.dockerfile}") from None
+        except (UnicodeDecodeError, IsADirectoryError) as e:
+            raise BuildError(f"cannot read the Dockerfile {self.opts.dockerfile}: {e}") from None
+        return parse(text, os.path.basename(self.opts.dockerfile))
+
+    # ------------------------------------------------------------------ ARG and expansion
+
+    def _declare_args(self, inst: Instruction, scope: dict[str, str], env: dict[str, str]) -> None:
+        for word in inst.args:
+            name, eq, default = word.partition("=")
+            if not name:
+                raise BuildError(f"Dockerfile:{inst.line}: ARG names can not be blank")
+            if name in self.opts.build_args and self.opts.build_args[name] is not None:
+                value = self.opts.build_args[name] or ""
+                self.used_args.add(name)
+            elif eq:
+                value = expand(default, env)
+            else:
+                value = None  # declared without a value: unset unless given
+                if name in self.opts.build_args:
+                    self.used_args.add(name)
+            if value is not None:
+                scope[name] = value
+            else:
+                scope.pop(name, None)
+
+    def _env(self, stage: _Stage) -> dict[str, str]:
+        """What ``$NAME`` means in a stage: its ARGs, overridden by its ENV (docker's order)."""
+        env = dict(stage.args)
+        for item in stage.config.get("Env") or []:
+            key, _, value = item.partition("=")
+            env[key] = value
+        return env
+
+    # ------------------------------------------------------------------ FROM
+
+    def _from(self, inst: Instruction, global_args: dict[str, str]) -> _Stage:
+        name_word = expand(inst.args[0], global_args)
+        stage_name = inst.args[2].lower() if len(inst.args) == 3 else ""
+        for earlier in self.stages:
+            if earlier.name and earlier.name == name_word.lower():  # FROM an earlier stage
+                return _Stage(stage_name, len(self.stages), earlier.image, dict(earlier.config),
+                              shell=list(earlier.shell))
+        if name_word == "scratch":
+            return _Stage(stage_name, len(self.stages), None, {"Env": None})
+        image = self._base_image(name_word, inst)
+        config = {k: v for k, v in (image.config.doc.get("config") or {}).items()}
+        stage = _Stage(stage_name, len(self.stages), image, config,
+                       shell=list(config.get("Shell") or DEFAULT_SHELL))
+        for trigger in config.get("OnBuild") or []:  # the base image's ONBUILD triggers
+            self.say("# Executing 1 build trigger\n")
+            self._step(stage, parse(trigger).instructions[0])
+        if config.get("OnBuild"):
+            stage.config["OnBuild"] = None
+        return stage
+
+    def _base_image(self, name: str, inst: Instruction) -> Any:
+        try:
+            ref = reference.parse(name)
+        except DockyardError as e:
+            raise BuildError(f"Dockerfile:{inst.line}: {e}") from None
+        if not self.opts.pull:
+            with contextlib.suppress(NotFound):
+                return self.images.resolve(str(ref))
+        from dockyard.distribution.pull import pull, resolve
+
+        plan = resolve(str(ref), hosts=self.engine.registries)
+        image_id = pull(self.images, plan, self._pull_progress)
+        return self.images.resolve(image_id)
+
+    def _pull_progress(self, msg: dict[str, Any]) -> None:
+        if not self.opts.quiet and "progressDetail" not in msg:
+            line = f"{msg.get('id')}: {msg['status']}" if msg.get("id") else msg.get("status", "")
+            self._emit({"stream": line + "\n"})
+
+    # ------------------------------------------------------------------ the other instructions
+
+    def _step(self, stage: _Stage, inst: Instruction) -> None:
+        handler = getattr(self, f"_i_{inst.cmd}", None)
+        if handler is None:
+            raise BuildError(f"Dockerfile:{inst.line}: {inst.cmd.upper()} is not supported yet")
+        handler(stage, inst)
+
+    def _i_arg(self, stage: _Stage, inst: Instruction) -> None:
+        self._declare_args(inst, stage.args, self._env(stage))
+        self._commit_metadata(stage, f"ARG {' '.join(inst.args)}")
+
+    def _i_env(self, stage: _Stage, inst: Instruction) -> None:
+        env = self._env(stage)
+        current = list(stage.config.get("Env") or [])
+        for word in inst.args:
+            key, _, value = word.partition("=")
+            key, value = expand(key, env), expand(value, env)
+            current = [e for e in current if e.partition("=")[0] != key] + [f"{key}={value}"]
+        stage.config["Env"] = current
+        self._commit_metadata(stage, f"ENV {' '.join(inst.args)}")
+
+    def _i_label(self, stage: _Stage, inst: Instruction) -> None:
+        env = self._env(stage)
+        labels = dict(stage.config.get("Labels") or {})
+        for word in inst.args:
+            key, _, value = word.partition("=")
+            labels[expand(key, env)] = expand(value, env)
+        stage.config["Labels"] = labels
+        self._commit_metadata(stage, f"LABEL {' '.join(inst.args)}")
+
+    def _i_maintainer(self, stage: _Stage, inst: Instruction) -> None:
+        stage.config["__author"] = inst.args[0]
+        self._commit_metadata(stage, f"MAINTAINER {inst.args[0]}")
+
+    def _command(self, stage: _Stage, inst: Instruction) -> list[str]:
+        return list(inst.args) if inst.json else [*stage.shell, inst.args[0] if inst.args else ""]
+
+    def _i_cmd(self, stage: _Stage, inst: Instruction) -> None:
+        stage.config["Cmd"] = self._command(stage, inst)
+        stage.config["__cmd_set"] = True
+        self._commit_metadata(stage, f"CMD {_display(inst)}")
+
+    def _i_entrypoint(self, stage: _Stage, inst: Instruction) -> None:
+        stage.config["Entrypoint"] = self._command(stage, inst)
+        if not stage.config.get("__cmd_set"):
+            stage.config["Cmd"] = None  # the base image's CMD does not outlive a new ENTRYPOINT
+        self._commit_metadata(stage, f"ENTRYPOINT {_display(inst)}")
+
+    def _i_shell(self, stage: _Stage, inst: Instruction) -> None:
+        stage.shell = list(inst.args)
+        stage.config["Shell"] = list(inst.args)
+        self._commit_metadata(stage, f"SHELL {_display(inst)}")
+
+    def _i_workdir(self, stage: _Stage, inst: Instruction) -> None:
+        path = expand(inst.args[0], self._env(stage))
+        stage.config["WorkingDir"] = posixpath.join(stage.config.get("WorkingDir") or "/", path)
+        self._commit_metadata(stage, f"WORKDIR {path}")
+
+    def _i_user(self, stage: _Stage, inst: Instruction) -> None:
+        stage.config["User"] = expand(inst.args[0], self._env(stage))
+        self._commit_metadata(stage, f"USER {stage.config['User']}")
+
+    def _i_stopsignal(self, stage: _Stage, inst: Instruction) -> None:
+        stage.config["StopSignal"] = expand(inst.args[0], self._env(stage))
+        self._commit_metadata(stage, f"STOPSIGNAL {stage.config['StopSignal']}")
+
+    def _i_expose(self, stage: _Stage, inst: Instruction) -> None:
+        ports = dict(stage.config.get("ExposedPorts") or {})
+        words = [w for arg in inst.args for w in expand_words(arg, self._env(stage))]
+        for word in words:
+            port, _, proto = word.partition("/")
+            low, _, high = port.partition("-")
+            if not low.isdigit() or (high and not high.isdigit()):
+                raise BuildError(f"Dockerfile:{inst.line}: invalid containerPort: {port}")
+            for p in range(int(low), int(high or low) + 1):
+                ports[f"{p}/{(proto or 'tcp').lower()}"] = {}
+        stage.config["ExposedPorts"] = ports
+        self._commit_metadata(stage, f"EXPOSE {' '.join(words)}")
+
+    def _i_volume(self, stage: _Stage, inst: Instruction) -> None:
+        paths = list(inst.args) if inst.json else [w for a in inst.args for w in expand_words(a, self._env(stage))]
+        if not paths or any(not p for p in paths):
+            raise BuildError(f"Dockerfile:{inst.line}: VOLUME specified can not be an empty string")
+        volumes = dict(stage.config.get("Volumes") or {})
+        volumes.update({p: {} for p in paths})
+        stage.config["Volumes"] = volumes
+        self._commit_metadata(stage, f"VOLUME {paths}")
+
+    def _i_healthcheck(self, stage: _Stage, inst: Instruction) -> None:
+        if inst.args == ["NONE"]:
+            stage.config["Healthcheck"] = {"Test": ["NONE"]}
+        else:
+            check: dict[str, Any] = {"Test": list(inst.args)}
+            for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
+                              ("start-interval", "StartInterval")):
+                if flag in inst.flags:
+                    check[key] = _duration_ns(inst.flags[flag][-1], flag, inst)
+            if "retries" in inst.flags:
+                value = inst.flags["retries"][-1]
+                if not value.isdigit() or int(value) < 1:
+                    raise BuildError(f"Dockerfile:{inst.line}: --retries must be at least 1")
+                check["Retries"] = int(value)
+            stage.config["Healthcheck"] = check
+        self._commit_metadata(stage, f"HEALTHCHECK {inst.raw_args}")
+
+    def _i_onbuild(self, stage: _Stage, inst: Instruction) -> None:
+        stage.config["OnBuild"] = [*(stage.config.get("OnBuild") or []), inst.args[0]]
+        self._commit_metadata(stage, f"ONBUILD {inst.args[0]}")
+
+    # ------------------------------------------------------------------ images of steps
+
+    def _image_config(self, stage: _Stage, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+        config = {k: v for k, v in stage.config.items() if k in _CONFIG_KEYS and v not in (None, "", [], {})}
+        if extra_labels:
+            config["Labels"] = {**(config.get("Labels") or {}), **extra_labels}
+        return config
+
+    def _commit_metadata(self, stage: _Stage, text: str, labels: dict[str, str] | None = None) -> None:
+        image_id = self.images.add_step(stage.image, self._image_config(stage, labels),
+                                        f"/bin/sh -c #(nop)  {text}", author=stage.config.get("__author", ""))
+        stage.image = self.images.resolve(image_id)
+
+    # ------------------------------------------------------------------ RUN
+
+    def _i_run(self, stage: _Stage, inst: Instruction) -> None:
+        if stage.image is None:
+            raise BuildError(f"Dockerfile:{inst.line}: RUN needs a base image with a shell (this stage is FROM scratch with nothing in it)")
+        if inst.json:
+            argv = list(inst.args)
+        else:
+            script = inst.args[0] if inst.args else ""
+            for doc in inst.heredocs:  # the shell reads heredocs itself
+                script += "\n" + doc.content + doc.name
+            argv = [*stage.shell, script]
+        env = [f"{k}={v}" for k, v in stage.args.items()]
+        body = {"Image": stage.image.id, "Cmd": argv, "Entrypoint": [""], "Env": env,
+                "WorkingDir": stage.config.get("WorkingDir") or "", "User": stage.config.get("User") or "",
+                "Labels": {}, "AttachStdout": True, "AttachStderr": True,
+                "HostConfig": {"NetworkMode": self.opts.network or "default"}}
+        cid = self.containers.create(body, None)["Id"]
+        self.say(f" ---> Running in {_short(cid)}\n")
+        ok = False
+        try:
+            code = self._run_attached(cid)
+            if code != 0:
+                shown = json_list(argv) if inst.json else " ".join(argv)
+                raise BuildError(f"The command '{shown}' returned a non-zero code: {code}", code)
+            from dockyard.daemon.container_fs import commit
+
+            image_id = commit(self.containers, cid, pause=False, config=self._image_config(stage))
+            stage.image = self.images.resolve(image_id)
+            ok = True
+        finally:
+            if ok and self.opts.remove or not ok and (self.opts.force_remove or self.opts.remove):
+                with contextlib.suppress(DockyardError):
+                    self.containers.remove(cid, force=True)
+                self.say(f"Removing intermediate container {_short(cid)}\n")
+
+    def _run_attached(self, cid: str) -> int:
+        """Start the container with its output streamed to the client; its exit code."""
+        import json
+
+        path = self.containers.supervisor_socket()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            sock.sendall(json.dumps({"op": "attach", "id": cid}).encode() + b"\n")
+            reader = sock.makefile("rb")
+            answer = json.loads(reader.readline() or b"{}")
+            if not answer.get("ok"):
+                raise BuildError(f"cannot attach to the build container: {answer.get('error', 'no answer')}")
+            wait = self.containers.wait_registration(cid, "not-running")
+            self.containers.start(cid)
+            while True:
+                header = reader.read(8)
+                if len(header) < 8:
+                    break
+                payload = reader.read(int.from_bytes(header[4:8], "big"))
+                text = payload.decode(errors="replace")
+                self.say(f"\x1b[91m{text}\x1b[0m" if header[0] == 2 else text)
+        finally:
+            sock.close()
+        return int(wait()["StatusCode"])
+
+    # ------------------------------------------------------------------ COPY and ADD
+
+    def _i_copy(self, stage: _Stage, inst: Instruction) -> None:
+        self._copy(stage, inst, "COPY")
+
+    def _i_add(self, stage: _Stage, inst: Instruction) -> None:
+        self._copy(stage, inst, "ADD")
+
+    def _copy(self, stage: _Stage, inst: Instruction, what: str) -> None:
+        env = self._env(stage)
+        if inst.heredocs:
+            raise BuildError(f"Dockerfile:{inst.line}: {what} with a heredoc is not supported yet")
+        words = list(inst.args) if inst.json else [expand(a, env) for a in inst.args]
+        sources, dest = words[:-1], words[-1]
+        root, label = self._copy_root(inst)
+        workdir = stage.config.get("WorkingDir") or "/"
+        target = posixpath.normpath(posixpath.join(workdir, dest))
+        dest_is_dir = dest.endswith("/") or dest.endswith("/.") or len(sources) > 1
+        chown = _ids(inst.flags["chown"][-1], inst) if "chown" in inst.flags else (0, 0)
+        chmod = _mode(inst.flags["chmod"][-1], inst) if "chmod" in inst.flags else None
+        matched: list[str] = []
+        for source in sources:
+            found = _glob(root, source)
+            if not found:
+                raise BuildError(f"{what} failed: file not found in build context or excluded by .dockerignore: "
+                                 f"stat {source.lstrip('/')}: file does not exist" if label == "context"
+                                 else f"{what} failed: stat {source}: file does not exist in {label}")
+            matched += found
+        if len(matched) > 1:
+            dest_is_dir = True
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            made: set[str] = set()
+            for rel in matched:
+                full = os.path.join(root, rel)
+                st = os.lstat(full)
+                if stat.S_ISDIR(st.st_mode):
+                    base = target
+                    _parents(tf, base, made)
+                    _add_tree(tf, full, base, chown, chmod, made)
+                else:
+                    name = posixpath.join(target, posixpath.basename(rel)) if dest_is_dir else target
+                    _parents(tf, posixpath.dirname(name), made)
+                    _add_file(tf, full, name, chown, chmod)
+        data = buf.getvalue()
+        created_by = f"/bin/sh -c #(nop) {what} {' '.join(words)}"
+        parent = stage.image
+
+        def write(writer: Any) -> None:
+            writer.write(data)
+
+        image_id = self.images.add_step(parent, self._image_config(stage), created_by, write_layer=write)
+        stage.image = self.images.resolve(image_id)
+
+    def _copy_root(self, inst: Instruction) -> tuple[str, str]:
+        """Where COPY's sources are: the context, or ``--from``'s stage or image (mounted
+        read-only for the step)."""
+        if "from" not in inst.flags:
+            return self.context, "context"
+        raise BuildError(f"Dockerfile:{inst.line}: COPY --from is not supported yet")
+
+
+def json_list(argv: list[str]) -> str:
+    import json
+
+    return json.dumps(argv)
+
+
+def _display(inst: Instruction) -> str:
+    return json_list(inst.args) if inst.json else (inst.args[0] if inst.args else "")
+
+
+def _short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def _duration_ns(text: str, flag: str, inst: Instruction) -> int:
+    units = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+             "h": 3_600_000_000_000}
+    total, number = 0.0, ""
+    i = 0
+    try:
+        while i < len(text):
+            if text[i].isdigit() or text[i] == ".":
+                number += text[i]
+                i += 1
+                continue
+            unit = next(u for u in sorted(units, key=len, reverse=True) if text.startswith(u, i))
+            total += float(number) * units[unit]
+            number, i = "", i + len(unit)
+        if number or not text:
+            raise ValueError
+    except (StopIteration, ValueError):
+        raise BuildError(f"Dockerfile:{inst.line}: invalid --{flag}: time: invalid duration \"{text}\"") from None
+    return int(total)
+
+
+def _ids(text: str, inst: Instruction) -> tuple[int, int]:
+    user, _, group = text.partition(":")
+    try:
+        uid = int(user)
+        return uid, int(group) if group else uid
+    except ValueError:
+        raise BuildError(f"Dockerfile:{inst.line}: --chown with user or group names is not supported yet "
+                         f"(numeric IDs are): {text}") from None
+
+
+def _mode(text: str, inst: Instruction) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise BuildError(f"Dockerfile:{inst.line}: invalid chmod parameter: {text}") from None
+    if mode > 0o7777:
+        raise BuildError(f"Dockerfile:{inst.line}: invalid chmod parameter: {text}")
+    return mode
+
+
+def _glob(root: str, pattern: str) -> list[str]:
+    """Context paths (relative) a COPY source names: wildcards per path component, as
+    docker's filepath.Match; the source stays inside ``root``."""
+    clean = posixpath.normpath("/" + pattern).lstrip("/")
+    if clean in ("", "."):
+        return ["."]
+    if not any(ch in clean for ch in "*?["):
+        return [clean] if os.path.lexists(os.path.join(root, clean)) else []
+    found = [""]
+    for part in clean.split("/"):
+        nxt = []
+        for base in found:
+            directory = os.path.join(root, base)
+            if not os.path.isdir(directory) or os.path.islink(directory):
+                continue
+            for entry in sorted(os.listdir(directory)):
+                if fnmatch.fnmatchcase(entry, part):
+                    nxt.append(posixpath.join(base, entry) if base else entry)
+        found = nxt
+    return found
+
+
+def _parents(tf: tarfile.TarFile, path: str, made: set[str]) -> None:
+    """Directories leading to ``path`` that the layer must carry (root-owned, 0755)."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    for i in range(1, len(parts) + 1):
+        name = "/".join(parts[:i])
+        if name not in made:
+            made.add(name)
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, _NOW
+            tf.addfile(info)
+
+
+def _info(full: str, name: str, chown: tuple[int, int], chmod: int | None) -> tarfile.TarInfo:
+    st = os.lstat(full)
+    info = tarfile.TarInfo(name.lstrip("/"))
+    info.mtime = st.st_mtime
+    info.uid, info.gid = chown
+    info.mode = chmod if chmod is not None else stat.S_IMODE(st.st_mode)
+    if stat.S_ISDIR(st.st_mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(st.st_mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(full)
+        info.mode = 0o777
+    elif stat.S_ISREG(st.st_mode):
+        info.size = st.st_size
+    else:
+        raise InvalidArgument(f"cannot copy {name}: not a regular file, directory or symlink")
+    return info
+
+
+def _add_file(tf: tarfile.TarFile, full: str, name: str, chown: tuple[int, int], chmod: int | None) -> None:
+    info = _info(full, name, chown, chmod)
+    if info.type == tarfile.REGTYPE:
+        with open(full, "rb") as f:
+            tf.addfile(info, f)
+    else:
+        tf.addfile(info)
+
+
+def _add_tree(tf: tarfile.TarFile, top: str, base: str, chown: tuple[int, int], chmod: int | None,
+              made: set[str]) -> None:
+    """A directory's contents (not the directory itself: docker's COPY dir/ dest)."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, top)
+        for name in sorted(dirnames) + sorted(filenames):
+            full = os.path.join(dirpath, name)
+            arc = posixpath.join(base, name) if rel == "." else posixpath.join(base, rel, name)
+            made.add(arc.strip("/"))
+            _add_file(tf, full, arc, chown, chmod)
+
+
+__all__ = ["Build", "BuildError", "BuildOptions"]

@@ -1,0 +1,94 @@
+"""POST /build: the classic builder's endpoint. The body is the build context as a tar (any
+compression); it is unpacked (safely: resolved inside a scratch directory, as a layer is)
+into the exec root, the Dockerfile run there, the directory removed after."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import uuid
+
+from aiohttp import web
+
+from dockyard.daemon.api.server import Router, engine_of, qbool
+from dockyard.daemon.api.streams import JSONMessages, buffered_body
+from dockyard.errors import DockyardError, InvalidArgument
+
+
+def _json_param(request: web.Request, name: str) -> dict:
+    raw = request.query.get(name, "")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise InvalidArgument(f"invalid {name} parameter: not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"invalid {name} parameter: not a JSON object")
+    return value
+
+
+def _options(request: web.Request):  # noqa: ANN202 - BuildOptions, imported lazily
+    from dockyard.builder.build import BuildOptions
+
+    if request.query.get("remote"):
+        raise InvalidArgument("building from a remote context (git, URL) is not supported")
+    return BuildOptions(
+        dockerfile=request.query.get("dockerfile") or "Dockerfile",
+        tags=request.query.getall("t", []),
+        build_args={str(k): None if v is None else str(v) for k, v in _json_param(request, "buildargs").items()},
+        labels={str(k): str(v) for k, v in _json_param(request, "labels").items()},
+        target=request.query.get("target", ""),
+        no_cache=qbool(request, "nocache"),
+        pull=qbool(request, "pull"),
+        network=request.query.get("networkmode", ""),
+        quiet=qbool(request, "q"),
+        remove=request.query.get("rm", "1").lower() not in ("0", "false"),
+        force_remove=qbool(request, "forcerm"),
+    )
+
+
+def _unpack_context(body, directory: str) -> None:  # noqa: ANN001
+    from dockyard.archive import apply_layer
+    from dockyard.snapshots import Mount
+
+    os.makedirs(directory, mode=0o700)
+    apply_layer(body, [Mount("bind", directory, ["rbind", "rw"])])
+
+
+async def build(request: web.Request) -> web.StreamResponse:
+    from dockyard.builder.build import Build, BuildError
+
+    engine = engine_of(request)
+    options = _options(request)
+    directory = os.path.join(engine.config.exec_root, "build", uuid.uuid4().hex)
+    body = buffered_body(request)
+    messages = JSONMessages(request)
+    try:
+        await asyncio.to_thread(_unpack_context, body, directory)
+    except DockyardError as e:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+        raise InvalidArgument(f"failed to read the build context: {e}") from None
+    await messages.start()
+    try:
+        await asyncio.to_thread(Build(engine, directory, options, messages.send_threadsafe).run)
+    except BuildError as e:
+        await _error(messages, str(e), e.code)
+    except Exception as e:  # headers are sent: the error travels in the stream
+        await _error(messages, str(e), 1)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+    return await messages.finish()
+
+
+async def _error(messages: JSONMessages, message: str, code: int) -> None:
+    try:
+        await messages.send({"errorDetail": {"code": code, "message": message}, "error": message})
+    except ConnectionError:
+        pass
+
+
+def register(router: Router) -> None:
+    router.add("POST", "/build", build)
