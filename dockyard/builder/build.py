@@ -14,6 +14,7 @@ import fnmatch
 import io
 import os
 import posixpath
+import re
 import socket
 import stat
 import tarfile
@@ -28,8 +29,8 @@ from dockyard.builder.shell_words import expand, expand_words
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 
 Emit = Callable[[dict[str, Any]], None]
-_NOW = int(time.time())  # directories COPY creates get the build's time, as docker gives them
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+_HEREDOC_ONLY = re.compile(r"<<-?([\"']?)[A-Za-z_][A-Za-z0-9_]*\1")
 # ARGs every build knows without an ARG line (docker's predefined proxy args)
 PREDEFINED_ARGS = frozenset({"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
                              "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"})
@@ -351,8 +352,11 @@ class Build:
             argv = list(inst.args)
         else:
             script = inst.args[0] if inst.args else ""
-            for doc in inst.heredocs:  # the shell reads heredocs itself
-                script += "\n" + doc.content + doc.name
+            if len(inst.heredocs) == 1 and _HEREDOC_ONLY.fullmatch(script.strip()):
+                script = inst.heredocs[0].content  # RUN <<EOF: the heredoc is the script
+            else:
+                for doc in inst.heredocs:  # the shell reads heredocs itself
+                    script += "\n" + doc.content + doc.name
             argv = [*stage.shell, script]
         env = [f"{k}={v}" for k, v in stage.args.items()]
         body = {"Image": stage.image.id, "Cmd": argv, "Entrypoint": [""], "Env": env,
@@ -551,7 +555,7 @@ def _parents(tf: tarfile.TarFile, path: str, made: set[str]) -> None:
         if name not in made:
             made.add(name)
             info = tarfile.TarInfo(name)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, _NOW
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
             tf.addfile(info)
 
 
