@@ -15,6 +15,8 @@ deterministic from --seed). Each run starts its own docker-registry (Debian's CN
 distribution) on a free 127.0.0.1 port over that storage and a fresh dockyardd on a temporary
 root for each measured pull, and removes everything it started. Page caches are not dropped:
 the registry's blobs are read warm (a warm-up copy runs first); `sync` runs before each timing.
+Each run times skopeo, then dockyard, then the live engines right after it (each emptied of
+images first, checked), then GNU tar, so a run's pulls see the same kernel speed.
 
     sudo python bench/bench_pull.py [--runs 3] [--rebuild] [--cli venv|module]
 """
@@ -57,6 +59,7 @@ SMALL_DIR = "opt/bench/small"  # layer 2
 LARGE_DIR = "opt/bench/large"  # layer 3
 EPOCH = 1_700_000_000  # mtime of every synthetic entry
 ISSUE = {"docker 20.10": 13.3, "podman 4.3": 11.9, "skopeo (download only)": 2.0}
+ENGINE_DAEMONS = {"docker": ("dockerd", "containerd")}  # their CPU time is noted for each live pull
 BUILD_VERSION = 1  # bump when the image's recipe changes: a cached image of another recipe is rebuilt
 # debootstrap leaves these; a distribution image has none of them
 DEBOOTSTRAP_EXCLUDE = ("dev/", "proc/", "sys/", "run/", "tmp/", "var/cache/apt/", "var/lib/apt/lists/",
@@ -467,12 +470,41 @@ def stop_daemon(proc: subprocess.Popen | None, root: Path, env: dict[str, str]) 
     assert not left, f"mounts left behind under {root}: {left}"
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """User and system CPU time of process ``pid`` (all its threads)."""
+def cpu_seconds(pid: int, children: bool = False) -> tuple[float, float]:
+    """User and system CPU time of process ``pid`` (all its threads; with ``children``, plus
+    the children it has waited for)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    user, system = int(fields[11]), int(fields[12])
+    if children:
+        user, system = user + int(fields[13]), system + int(fields[14])
+    return user / tick, system / tick
+
+
+def engine_pids(binary: str) -> list[int]:
+    """The pids of the live engine's daemons (docker: dockerd and the containerd it runs; none
+    for podman, which has no daemon), for their CPU time during a pull."""
+    names = ENGINE_DAEMONS.get(binary, ())
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() in names:
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return sorted(pids)
+
+
+def empty_engine(binary: str, env: dict[str, str], image: str) -> None:
+    """The live engine without the image or anything left of it (docker: every unused image
+    pruned too), checked: each of its pulls starts from a cold store as dockyard's do."""
+    subprocess.run([binary, "rmi", "-f", image], env=env, capture_output=True)
+    subprocess.run([binary, "image", "prune", "-af"], env=env, capture_output=True)
+    left = subprocess.run([binary, "images", "-q"], env=env, capture_output=True, text=True, check=True).stdout
+    assert not left.strip(), f"{binary} still has images: {left.split()}"
 
 
 def timed_pull(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, tuple[float, float]]]:
@@ -554,6 +586,11 @@ def live_engine(name: str, env: dict[str, str]) -> tuple[str, dict[str, str]] | 
 
 def fmt_runs(times: list[float]) -> str:
     return " / ".join(f"{t:.2f}" for t in times)
+
+
+def per_run(mine: list[float], theirs: list[float]) -> list[float]:
+    """dockyard's time over the other's, run by run (the two pulls of a run are back to back)."""
+    return [a / b for a, b in zip(mine, theirs, strict=True)]
 
 
 def main() -> None:
@@ -660,6 +697,23 @@ def main() -> None:
             stop_daemon(proc, root, env)
             proc = root = None
 
+            # the live engines right after dockyard, so each run's pair sees the same kernel speed
+            for desc, eenv in engines:
+                binary = desc.split()[0]
+                empty_engine(binary, eenv, image)
+                daemons = engine_pids(binary)
+                cpu0 = [cpu_seconds(pid, children=True) for pid in daemons]
+                os.sync()
+                argv = [binary, "pull", *(["--tls-verify=false"] if binary == "podman" else []), image]
+                results.setdefault(desc, []).append(timed(argv, eenv))
+                if daemons:  # dockerd with what it waited for (its docker-untar children) and containerd
+                    cpu = [[b - a for a, b in zip(x, cpu_seconds(pid, children=True), strict=True)]
+                           for pid, x in zip(daemons, cpu0, strict=True)]
+                    notes.append(f"run {i + 1}: {desc} pull {results[desc][-1]:.2f} s, "
+                                 f"{'+'.join(ENGINE_DAEMONS[binary])} CPU {sum(c[0] for c in cpu):.1f} s user + "
+                                 f"{sum(c[1] for c in cpu):.1f} s system")
+                empty_engine(binary, eenv, image)
+
             # what unpacking costs on this disk: GNU tar (and gzip) writing the same layers
             untar = work / f"untar-{i}"
             untar.mkdir()
@@ -673,16 +727,6 @@ def main() -> None:
             notes.append(f"run {i + 1}: GNU tar -xzf {results['tar'][-1]:.2f} s, CPU {usage.ru_utime - usage0.ru_utime:.1f} s "
                          f"user + {usage.ru_stime - usage0.ru_stime:.1f} s system (tar and gzip)")
             shutil.rmtree(untar)
-
-            for desc, eenv in engines:
-                binary = desc.split()[0]
-                subprocess.run([binary, "rmi", "-f", image], env=eenv, capture_output=True)
-                if binary == "docker":
-                    subprocess.run([binary, "image", "prune", "-f"], env=eenv, capture_output=True)
-                os.sync()
-                argv = [binary, "pull", *(["--tls-verify=false"] if binary == "podman" else []), image]
-                results.setdefault(desc, []).append(timed(argv, eenv))
-                subprocess.run([binary, "rmi", "-f", image], env=eenv, capture_output=True)
     finally:
         if proc is not None or root is not None:
             stop_daemon(proc, root, env)
@@ -712,7 +756,8 @@ def main() -> None:
     print(f"| dockyard pull (fresh dockyardd data root) | {d:.2f} | {fmt_runs(results['dockyard'])} | |")
     for desc, _ in engines:
         print(f"| {desc} pull (live, same registry) | {med[desc]:.2f} | {fmt_runs(results[desc])} | "
-              f"**{d / med[desc]:.2f}x** (goal <= 0.5x docker) |")
+              f"**{d / med[desc]:.2f}x** of medians; each run {fmt_runs(per_run(results['dockyard'], results[desc]))}"
+              f" (goal <= 0.5x docker) |")
     print(f"| skopeo copy docker:// -> dir: (download only, no unpack) | {med['skopeo']:.2f} | "
           f"{fmt_runs(results['skopeo'])} | {d / med['skopeo']:.2f}x |")
     print(f"| GNU tar -xzf of the 3 layer blobs, no download (single-threaded unpack on this disk) | {med['tar']:.2f} | "
@@ -723,8 +768,10 @@ def main() -> None:
     live = next((desc for desc, _ in engines if desc.startswith("docker")), None)
     if live is not None:
         ratio = d / med[live]
-        print(f"goal (dockyard <= 0.5 x docker in the same run): {ratio:.2f}x {live}: "
-              + ("met" if ratio <= 0.5 else "not met"))
+        runs = per_run(results["dockyard"], results[live])
+        print(f"goal (dockyard <= 0.5 x docker in the same run): {ratio:.2f}x {live} (medians; each run "
+              f"{fmt_runs(runs)}): " + ("met" if ratio <= 0.5 else "not met")
+              + f" ({sum(r <= 0.5 for r in runs)} of {len(runs)} runs at or under 0.5x)")
     else:
         print(f"goal (dockyard <= 0.5 x docker in the same run): docker's daemon is absent here, so there is no "
               f"live docker figure. Against the issue's recorded docker 13.3 s (another machine) the goal is "

@@ -19,11 +19,13 @@ import socket
 import stat
 import tarfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard import reference
+from dockyard.builder.cache import BuildCache, StepKey
 from dockyard.builder.parser import Dockerfile, Instruction, parse
 from dockyard.builder.shell_words import expand, expand_words
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
@@ -59,6 +61,7 @@ class BuildOptions:
     quiet: bool = False
     remove: bool = True  # docker's rm: intermediate containers of successful steps
     force_remove: bool = False  # also those of failed steps
+    explain_cache: bool = False  # dockyard's: say why each step missed the cache
 
 
 @dataclass
@@ -78,6 +81,9 @@ class Build:
         self._emit = emit
         self.used_args: set[str] = set()
         self.stages: list[_Stage] = []
+        self.cache: BuildCache = engine.build_cache
+        self.step = ""  # "Step N/M", for explanations
+        self.first_miss = ""  # the first step of this build that missed the cache
 
     # ------------------------------------------------------------------ output
 
@@ -110,7 +116,8 @@ class Build:
         for number, inst in enumerate(instructions, 1):
             if inst.cmd == "from" and stage is not None and self.opts.target and stage.name == self.opts.target.lower():
                 break
-            self.say(f"Step {number}/{total} : {inst.original}\n")
+            self.step = f"Step {number}/{total}"
+            self.say(f"{self.step} : {inst.original}\n")
             if inst.cmd == "arg" and number <= first_from:
                 continue
             if inst.cmd == "from":
@@ -330,6 +337,34 @@ class Build:
         stage.config["OnBuild"] = [*(stage.config.get("OnBuild") or []), inst.args[0]]
         self._commit_metadata(stage, f"ONBUILD {inst.args[0]}")
 
+    # ------------------------------------------------------------------ the cache
+
+    def _key(self, stage: _Stage, kind: str, text: Any, sources: dict[str, str] | None = None) -> StepKey:
+        import json
+
+        parent = stage.image.id if stage.image is not None else "scratch"
+        return StepKey(parent, kind, text if isinstance(text, str) else json.dumps(text, sort_keys=True),
+                       dict(stage.args), dict(sources or {}), keyed_args=kind == "run")
+
+    def _cached(self, stage: _Stage, key: StepKey) -> bool:
+        """A hit: the step's image becomes the stage's ("Using cache"). A miss: False, after
+        saying why when asked to."""
+        exists = self.images.metadata.exists
+        if not self.opts.no_cache:
+            image_id = self.cache.get(key, exists)
+            if image_id is not None:
+                self.say(" ---> Using cache\n")
+                stage.image = self.images.resolve(image_id)
+                return True
+        if self.opts.explain_cache:
+            why = "--no-cache" if self.opts.no_cache else self.cache.explain(key, exists)
+            if why is None:
+                why = f"it follows a step that ran ({self.first_miss})" if self.first_miss else \
+                    "no earlier build ran this step on this image"
+            self.say(f" ---> Cache miss: {why}\n")
+        self.first_miss = self.first_miss or self.step
+        return False
+
     # ------------------------------------------------------------------ images of steps
 
     def _image_config(self, stage: _Stage, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -339,8 +374,13 @@ class Build:
         return config
 
     def _commit_metadata(self, stage: _Stage, text: str, labels: dict[str, str] | None = None) -> None:
-        image_id = self.images.add_step(stage.image, self._image_config(stage, labels),
-                                        f"/bin/sh -c #(nop)  {text}", author=stage.config.get("__author", ""))
+        config = self._image_config(stage, labels)
+        author = stage.config.get("__author", "")
+        key = self._key(stage, "metadata", [text, config, author])
+        if self._cached(stage, key):
+            return
+        image_id = self.images.add_step(stage.image, config, f"/bin/sh -c #(nop)  {text}", author=author)
+        self.cache.put(key, image_id)
         stage.image = self.images.resolve(image_id)
 
     # ------------------------------------------------------------------ RUN
@@ -359,8 +399,12 @@ class Build:
                     script += "\n" + doc.content + doc.name
             argv = [*stage.shell, script]
         env = [f"{k}={v}" for k, v in stage.args.items()]
+        workdir, user = stage.config.get("WorkingDir") or "", stage.config.get("User") or ""
+        key = self._key(stage, "run", [argv, workdir, user, self.opts.network, self._image_config(stage)])
+        if self._cached(stage, key):
+            return
         body = {"Image": stage.image.id, "Cmd": argv, "Entrypoint": [""], "Env": env,
-                "WorkingDir": stage.config.get("WorkingDir") or "", "User": stage.config.get("User") or "",
+                "WorkingDir": workdir, "User": user,
                 "Labels": {}, "AttachStdout": True, "AttachStderr": True,
                 "HostConfig": {"NetworkMode": self.opts.network or "default"}}
         cid = self.containers.create(body, None)["Id"]
@@ -374,6 +418,7 @@ class Build:
             from dockyard.daemon.container_fs import commit
 
             image_id = commit(self.containers, cid, pause=False, config=self._image_config(stage))
+            self.cache.put(key, image_id)
             stage.image = self.images.resolve(image_id)
             ok = True
         finally:
@@ -421,8 +466,12 @@ class Build:
         if inst.heredocs:
             raise BuildError(f"Dockerfile:{inst.line}: {what} with a heredoc is not supported yet")
         words = list(inst.args) if inst.json else [expand(a, env) for a in inst.args]
+        with self._source_root(inst) as (root, label):
+            self._copy_from(stage, inst, what, words, root, label)
+
+    def _copy_from(self, stage: _Stage, inst: Instruction, what: str, words: list[str], root: str,
+                   label: str) -> None:
         sources, dest = words[:-1], words[-1]
-        root, label = self._copy_root(inst)
         workdir = stage.config.get("WorkingDir") or "/"
         target = posixpath.normpath(posixpath.join(workdir, dest))
         dest_is_dir = dest.endswith("/") or dest.endswith("/.") or len(sources) > 1
@@ -438,6 +487,10 @@ class Build:
             matched += found
         if len(matched) > 1:
             dest_is_dir = True
+        key = self._key(stage, what.lower(), [words, chown, chmod, target, dest_is_dir, self._image_config(stage)],
+                        sources=_source_digests(root, matched))
+        if self._cached(stage, key):
+            return
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
             made: set[str] = set()
@@ -460,15 +513,47 @@ class Build:
             writer.write(data)
 
         image_id = self.images.add_step(parent, self._image_config(stage), created_by, write_layer=write)
+        self.cache.put(key, image_id)
         stage.image = self.images.resolve(image_id)
 
-    def _copy_root(self, inst: Instruction) -> tuple[str, str]:
-        """Where COPY's sources are: the context, or ``--from``'s stage or image (mounted
-        read-only for the step)."""
+    @contextlib.contextmanager
+    def _source_root(self, inst: Instruction) -> Iterator[tuple[str, str]]:
+        """Where COPY's sources are: the context, or ``--from``'s earlier stage (by name or
+        number) or image, whose root is mounted read-only for the step."""
         if "from" not in inst.flags:
-            return self.context, "context"
-        raise BuildError(f"Dockerfile:{inst.line}: COPY --from is not supported yet")
+            yield self.context, "context"
+            return
+        source = inst.flags["from"][-1]
+        image = None
+        for number, earlier in enumerate(self.stages[:-1]):
+            if source.lower() == earlier.name or source == str(number):
+                image, label = earlier.image, f"stage {source}"
+                break
+        else:
+            if source.isdigit():
+                raise BuildError(f"Dockerfile:{inst.line}: invalid from flag value {source}: "
+                                 "refers to a stage that is not defined before this one")
+            if source.lower() == (self.stages[-1].name or None):
+                raise BuildError(f"Dockerfile:{inst.line}: circular dependency detected on stage: {source}")
+            image, label = self._base_image(source, inst), f"image {source}"
+        from dockyard.mount import temp_mount
 
+        if image is None or not image.chain:
+            empty = os.path.join(os.path.dirname(self.context), f"empty-{uuid.uuid4().hex}")
+            os.makedirs(empty, exist_ok=True)
+            try:
+                yield empty, label
+            finally:
+                os.rmdir(empty)
+            return
+        snapshotter = self.images.snapshotter
+        key = f"view-build-{uuid.uuid4().hex}"
+        mounts = snapshotter.view(key, image.chain[-1])
+        try:
+            with temp_mount(mounts, dir=os.path.dirname(self.context)) as root:
+                yield root, label
+        finally:
+            snapshotter.remove(key)
 
 def json_list(argv: list[str]) -> str:
     import json
@@ -545,6 +630,35 @@ def _glob(root: str, pattern: str) -> list[str]:
                     nxt.append(posixpath.join(base, entry) if base else entry)
         found = nxt
     return found
+
+
+def _source_digests(root: str, matched: list[str]) -> dict[str, str]:
+    """Each file a COPY takes (directories walked): a digest of its content and metadata
+    (type, mode, symlink target) — what the cache compares."""
+    import hashlib
+
+    out: dict[str, str] = {}
+
+    def one(full: str, rel: str) -> None:
+        st = os.lstat(full)
+        h = hashlib.sha256(f"{stat.S_IFMT(st.st_mode)}:{stat.S_IMODE(st.st_mode)}:".encode())
+        if stat.S_ISLNK(st.st_mode):
+            h.update(os.readlink(full).encode())
+        elif stat.S_ISREG(st.st_mode):
+            with open(full, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        out[rel] = h.hexdigest()
+
+    for rel in matched:
+        full = os.path.join(root, rel)
+        one(full, rel)
+        if os.path.isdir(full) and not os.path.islink(full):
+            for dirpath, dirnames, filenames in os.walk(full):
+                for name in dirnames + filenames:
+                    path = os.path.join(dirpath, name)
+                    one(path, os.path.relpath(path, root))
+    return out
 
 
 def _parents(tf: tarfile.TarFile, path: str, made: set[str]) -> None:

@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "commit": ("container_fs", "cmd_commit"),
     "cp": ("cp", "cmd_cp"),
     "pull": ("images", "cmd_pull"),
+    "build": ("build", "cmd_build"),
     "push": ("registry", "cmd_push"),
     "login": ("registry", "cmd_login"),
     "logout": ("registry", "cmd_logout"),
@@ -74,6 +75,7 @@ Management Commands:
   volume      Manage volumes
 
 Commands:
+  build       Build an image from a Dockerfile
   commit      Create a new image from a container's changes
   cp          Copy files/folders between a container and the local filesystem
   create      Create a new container

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 
+from dockyard.builder.cache import BuildCache
 from dockyard.content.local import LocalStore
 from dockyard.daemon.config import DaemonConfig
 from dockyard.daemon.containers import ContainerService
@@ -46,6 +47,7 @@ class Engine:
         self.snapshotter = open_snapshotter(driver, os.path.join(root, "snapshots", driver))
         self.metadata = MetadataStore(os.path.join(root, "metadata.db"))
         self.images = ImageService(self.content, self.snapshotter, self.metadata)
+        self.build_cache = BuildCache(os.path.join(root, "builder", "cache.db"))
         self.registries = RegistryHosts(config.insecure_registries, config.registry_mirrors,
                                         config.registry_certs_dir)
         self.supervisor_root = os.path.join(config.exec_root, "supervisor")

@@ -245,7 +245,10 @@ class ImageService:
             out[0]["Tags"] = [familiar(t) for t in img.record.tags] or None
         return out
 
-    def list(self, filters: dict[str, list[str]] | None = None, digests: bool = False) -> list[dict[str, Any]]:
+    def list(self, filters: dict[str, list[str]] | None = None, digests: bool = False,
+             all_: bool = True) -> list[dict[str, Any]]:
+        """docker's image list; without ``all_``, untagged images that are another's parent
+        (a build's intermediate steps) are left out, as ``docker images`` leaves them."""
         filters = filters or {}
         unknown = set(filters) - {"dangling", "reference", "label", "before", "since", "until"}
         if unknown:
@@ -259,8 +262,11 @@ class ImageService:
             before = parse_rfc3339(self.resolve(filters["before"][-1]).config.created)
         if filters.get("since"):
             since = parse_rfc3339(self.resolve(filters["since"][-1]).config.created)
+        parents = {img.record.parent for img in images if img.record.parent}
         out = []
         for img in images:
+            if not all_ and not img.record.tags and not img.record.digests and img.id in parents:
+                continue
             if dangling:
                 want = dangling[-1].lower() in ("true", "1")
                 if want != (not img.record.tags):

@@ -47,6 +47,7 @@ def _options(request: web.Request):  # noqa: ANN202 - BuildOptions, imported laz
         quiet=qbool(request, "q"),
         remove=request.query.get("rm", "1").lower() not in ("0", "false"),
         force_remove=qbool(request, "forcerm"),
+        explain_cache=qbool(request, "explaincache"),  # dockyard's
     )
 
 

@@ -29,7 +29,7 @@ def _image_event(engine: object, action: str, image_id: str, name: str | None = 
 
 async def list_images(request: web.Request) -> web.Response:
     svc = engine_of(request).images
-    result = await asyncio.to_thread(svc.list, filters(request), qbool(request, "digests"))
+    result = await asyncio.to_thread(svc.list, filters(request), qbool(request, "digests"), qbool(request, "all"))
     return web.json_response(result)
 
 

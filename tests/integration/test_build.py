@@ -1,0 +1,211 @@
+"""The builder (issue 7) through POST /build: the dockyard CLI, the docker CLI's classic
+builder (DOCKER_BUILDKIT=0) and docker-py build images from Dockerfiles; the images have the
+config and layers the instructions say; failures are docker's messages and exit codes, with
+nothing tagged and no container left."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.conftest import Daemon
+from tests.fixtures.clients import CLIS, unique
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the daemon needs root")
+
+DOCKERFILE = """\
+# a comment
+ARG BASE=busybox
+FROM ${BASE}
+ARG WHO=world
+ENV GREETING="hello ${WHO}" \\
+    OTHER=2
+WORKDIR /app
+COPY greeting.txt sub/ ./
+COPY --chmod=0750 --chown=1000:1000 script.sh /usr/local/bin/
+RUN echo "ran as $WHO"; echo to-stderr >&2; cat greeting.txt > copied.txt
+RUN <<EOF
+echo heredoc > /app/heredoc.txt
+EOF
+LABEL org.example.name="the app" version=1
+EXPOSE 8080 53/udp
+VOLUME /data
+USER 1000
+STOPSIGNAL SIGUSR1
+HEALTHCHECK --interval=5s --retries=2 CMD true
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /app/greeting.txt /app/a /app/copied.txt /app/heredoc.txt"]
+"""
+
+
+def _context(tmp_path: Path, dockerfile: str = DOCKERFILE) -> Path:
+    ctx = tmp_path / "ctx"
+    (ctx / "sub").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    (ctx / "greeting.txt").write_text("hello\n")
+    (ctx / "sub" / "a").write_text("from sub\n")
+    (ctx / "script.sh").write_text("#!/bin/sh\necho script\n")
+    return ctx
+
+
+def _left_containers(d: Daemon) -> set[str]:
+    return set(d.cli("ps", "-a", "-q", "--no-trunc").stdout.split())
+
+
+@pytest.mark.parametrize("kind", CLIS)
+def test_build_and_run(cli: Daemon, kind: str, tmp_path: Path) -> None:
+    ctx = _context(tmp_path)
+    name = f"{unique('built')}:v1"
+    before = _left_containers(cli)
+    res = cli.client(kind)("build", "--no-cache", "-t", name, "--build-arg", "WHO=you", str(ctx))
+    out = res.stdout
+    assert "Step 1/17 : ARG BASE=busybox" in out and "Step 2/17 : FROM ${BASE}" in out, out
+    assert "ran as you" in out and "\x1b[91mto-stderr\n\x1b[0m" in out
+    image_id = json.loads(cli.cli("image", "inspect", name).stdout)[0]["Id"]
+    assert f"Successfully built {image_id.removeprefix('sha256:')[:12]}" in out
+    assert out.rstrip().endswith(f"Successfully tagged {name}") or f"Successfully tagged {name}" in out
+    config = json.loads(cli.cli("image", "inspect", name).stdout)[0]["Config"]
+    assert "GREETING=hello you" in config["Env"] and "OTHER=2" in config["Env"]
+    assert not any(e.startswith("WHO=") for e in config["Env"])  # ARGs are not kept
+    assert config["WorkingDir"] == "/app" and config["User"] == "1000" and config["StopSignal"] == "SIGUSR1"
+    assert config["Labels"] == {"org.example.name": "the app", "version": "1"}
+    assert config["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}} and config["Volumes"] == {"/data": {}}
+    assert config["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000, "Retries": 2}
+    assert config["Entrypoint"] == ["/bin/sh", "-c"]
+    assert config["Cmd"] == ["cat /app/greeting.txt /app/a /app/copied.txt /app/heredoc.txt"]
+    run = cli.cli("run", "--rm", "--user", "0", name).stdout
+    assert run == "hello\nfrom sub\nhello\nheredoc\n"
+    listing = cli.cli("run", "--rm", "--user", "0", "--entrypoint", "ls", name, "-ln", "/usr/local/bin/script.sh").stdout
+    assert listing.startswith("-rwxr-x---") and " 1000 " in listing
+    history = cli.cli("image", "history", "--no-trunc", name).stdout.splitlines()
+    assert "#(nop)  CMD" in history[1] and len(history) > 17
+    assert _left_containers(cli) == before  # intermediate containers removed
+    cli.cli("rmi", name)
+
+
+def test_docker_py_build(cli: Daemon, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, "FROM busybox\nRUN echo built > /built\nCMD [\"cat\", \"/built\"]\n")
+    client = docker.DockerClient(base_url=cli.host)
+    try:
+        name = f"{unique('py')}:v1"
+        image, logs = client.images.build(path=str(ctx), tag=name, rm=True)
+        assert any("Successfully built" in chunk.get("stream", "") for chunk in logs)
+        assert image.id == client.images.get(name).id
+        assert client.containers.run(name, remove=True) == b"built\n"
+        with pytest.raises(docker.errors.BuildError) as err:
+            client.images.build(fileobj=_fileobj("FROM busybox\nRUN exit 7\n"), tag=f"{unique('py')}:bad", forcerm=True)
+        assert "returned a non-zero code: 7" in str(err.value)
+        client.images.remove(name)
+    finally:
+        client.close()
+
+
+def _fileobj(dockerfile: str):  # noqa: ANN202 - a BytesIO
+    import io
+
+    return io.BytesIO(dockerfile.encode())
+
+
+@pytest.mark.parametrize("kind", CLIS)
+def test_failing_run_exit_code(cli: Daemon, kind: str, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, "FROM busybox\nRUN echo before\nRUN exit 3\nCMD true\n")
+    name = f"{unique('fails')}:v1"
+    before = _left_containers(cli)
+    res = cli.client(kind)("build", "-t", name, str(ctx), check=False)
+    assert res.returncode == 3, (res.stdout, res.stderr)
+    assert "The command '/bin/sh -c exit 3' returned a non-zero code: 3" in res.stderr
+    assert cli.cli("image", "inspect", name, check=False).returncode == 1  # nothing tagged
+    assert _left_containers(cli) == before
+
+
+@pytest.mark.parametrize(("dockerfile", "message"), [
+    ("FROM busybox\nRUN true\nRUNN false\n", "Dockerfile:3: unknown instruction: RUNN"),
+    ("FROM busybox\nCOPY nope.txt /\n", "COPY failed: file not found in build context or excluded by "
+                                        ".dockerignore: stat nope.txt: file does not exist"),
+    ("RUN true\nFROM busybox\n", "Dockerfile:1: RUN is not allowed before FROM (only ARG is)"),
+    ("# only a comment\n", "the Dockerfile (Dockerfile) cannot be empty"),
+    ("FROM busybox\nHEALTHCHECK --interval=abc CMD true\n", "Dockerfile:2: invalid --interval: time: invalid duration \"abc\""),
+])
+@pytest.mark.parametrize("kind", CLIS)
+def test_build_errors(cli: Daemon, kind: str, tmp_path: Path, dockerfile: str, message: str) -> None:
+    ctx = _context(tmp_path, dockerfile)
+    before = _left_containers(cli)
+    res = cli.client(kind)("build", "-t", f"{unique('err')}:v1", str(ctx), check=False)
+    assert res.returncode == 1
+    assert message in res.stderr, res.stderr
+    assert _left_containers(cli) == before
+
+
+def test_cache_hits_misses_and_explanations(cli: Daemon, tmp_path: Path) -> None:
+    # a step of its own first: the session daemon's cache has nothing on it
+    ctx = _context(tmp_path, f"FROM busybox\nLABEL run={unique('r')}\nARG WHO=world\nENV GREETING=\"hi $WHO\"\n"
+                             "COPY greeting.txt /g\nRUN echo ran $WHO > /ran\nLABEL x=1\n")
+    name = f"{unique('cached')}:v1"
+    first = cli.cli("build", "--explain-cache", "-t", name, str(ctx)).stdout
+    assert "Using cache" not in first
+    assert first.count(" ---> Cache miss: ") == 6  # every step after FROM ran
+    image = json.loads(cli.cli("image", "inspect", name).stdout)[0]["Id"]
+    again = cli.cli("build", "-t", name, str(ctx)).stdout
+    assert again.count(" ---> Using cache") == 6 and "Running in" not in again
+    assert json.loads(cli.cli("image", "inspect", name).stdout)[0]["Id"] == image
+    # a source file changes: COPY and what follows run again, and --explain-cache says why
+    (ctx / "greeting.txt").write_text("changed\n")
+    changed = cli.cli("build", "--explain-cache", "-t", name, str(ctx)).stdout
+    assert " ---> Cache miss: source files changed: greeting.txt" in changed
+    assert changed.count(" ---> Using cache") == 3  # LABEL, ARG and ENV
+    assert " ---> Cache miss: it follows a step that ran (Step 5/7)" in changed
+    # a build arg changes: the ENV that expands it misses, saying which arg
+    arg = cli.cli("build", "--explain-cache", "--build-arg", "WHO=you", "-t", name, str(ctx)).stdout
+    assert " ---> Cache miss: build arg WHO changed ('world' -> 'you')" in arg, arg
+    # --no-cache: nothing from the cache
+    fresh = cli.cli("build", "--no-cache", "--explain-cache", "-t", name, str(ctx)).stdout
+    assert "Using cache" not in fresh and fresh.count(" ---> Cache miss: --no-cache") == 6
+    # the docker CLI sees the cache too (docker's own "Using cache" lines)
+    via_docker = cli.docker("build", "-t", name, str(ctx)).stdout if shutil.which("docker") else " ---> Using cache" * 6
+    assert via_docker.count(" ---> Using cache") == 6
+    # intermediate images are hidden from `images`, shown with -a
+    shown = cli.cli("images", "-q").stdout.split()
+    everything = cli.cli("images", "-a", "-q").stdout.split()
+    assert set(shown) < set(everything)
+    cli.cli("rmi", name)
+
+
+@pytest.mark.parametrize("kind", CLIS)
+def test_multi_stage_target_and_dockerignore(cli: Daemon, kind: str, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, (
+        "FROM busybox AS build\n"
+        "COPY . /src\n"
+        "RUN ls -A /src | sort > /listing && echo compiled > /artifact\n"
+        "FROM busybox AS unused\n"
+        "RUN exit 9\n"
+        "FROM scratch AS final\n"
+        "COPY --from=build /artifact /listing /out/\n"
+        "COPY --from=0 /bin/busybox /bin/busybox\n"
+        "CMD [\"/bin/busybox\", \"cat\", \"/out/artifact\", \"/out/listing\"]\n"
+    ))
+    (ctx / ".dockerignore").write_text("# not sent\nsecret*\nsub\n!sub/keep\n")
+    (ctx / "secret.key").write_text("do not send\n")
+    (ctx / "sub" / "keep").write_text("kept\n")
+    name = f"{unique('stages')}:v1"
+    res = cli.client(kind)("build", "--target", "build", "-t", name, str(ctx), check=False)
+    assert res.returncode == 0, res.stderr  # --target build: the failing stage is never reached
+    cli.cli("rmi", name)
+    # the whole file: stage "unused" runs `exit 9` — docker's classic builder builds every stage
+    res = cli.client(kind)("build", "-t", name, str(ctx), check=False)
+    assert res.returncode == 9, res.stderr
+    (ctx / "Dockerfile").write_text((ctx / "Dockerfile").read_text().replace("RUN exit 9\n", ""))
+    cli.client(kind)("build", "-t", name, str(ctx))
+    out = cli.cli("run", "--rm", name).stdout.split("\n")
+    assert out[0] == "compiled"
+    listing = out[1:]
+    assert "Dockerfile" in listing and "greeting.txt" in listing and ".dockerignore" in listing
+    assert "secret.key" not in listing  # excluded by .dockerignore
+    assert "sub" in listing  # re-included for sub/keep only
+    root = cli.cli("run", "--rm", "--entrypoint", "/bin/busybox", name, "ls", "/").stdout.split()
+    assert "out" in root and "src" not in root  # only what the final stage copied
+    cli.cli("rmi", name)
