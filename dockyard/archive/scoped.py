@@ -13,15 +13,18 @@ exactly as they would in the merged mount.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Literal
 
 from dockyard import syscalls
 from dockyard.archive.layers import LayerView, is_overlay_xattr, is_whiteout
 from dockyard.errors import DataCorruption
 from dockyard.syscalls import Resolve, has_openat2
+
+_PARENT_CACHE = 64  # O_PATH fds of recent parent directories an extraction keeps open
 
 Create = Literal["all", "lower", "none"]
 # "all": create missing directories; "lower": only those that exist in a lower layer
@@ -53,36 +56,53 @@ class ScopedRoot:
         self.opaque_xattr = xattr_prefix + "opaque"
         # canonical dir -> (atime_ns, mtime_ns) to restore once all children exist
         self.dir_times: dict[str, tuple[int, int]] = {}
-        self._key: str | None = None  # cache of the last parent: tars are grouped by dir
-        self._cached: tuple[int, str] | None = None
+        # recent parents (rel -> O_PATH fd, canonical path), least recently used first: most
+        # tars are grouped by directory, some go round-robin over many
+        self._parents: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._stale: list[int] = []  # forgotten fds, closed at the next parent/remember call
 
     # ------------------------------------------------------------------ cache
 
     def parent(self, rel: str, create: Create) -> tuple[int, str] | None:
         """Cached ``resolve``: the fd stays owned by the cache and is valid until the next
-        ``parent``/``remember`` call (``invalidate`` only forgets the key)."""
-        if self._key == rel and self._cached is not None:
-            return self._cached
+        ``parent``/``remember``/``invalidate`` call."""
+        self._close_stale()
+        hit = self._parents.get(rel)
+        if hit is not None:
+            self._parents.move_to_end(rel)
+            return hit
         res = self.resolve(rel, create)
-        self._replace(rel if res is not None else None, res)
+        if res is not None:
+            self._add(rel, res)
         return res
 
     def remember(self, rel: str, fd: int, canon: str) -> None:
         """Hand a just-created directory's O_PATH fd to the cache (it is the likely next
         parent); the cache now owns ``fd``."""
-        self._replace(rel, (fd, canon))
+        self._close_stale()
+        self._add(rel, (fd, canon))
 
     def invalidate(self) -> None:
-        """Something on a cached path may have been removed or replaced."""
-        self._key = None
+        """Something on a cached path may have been removed or replaced: forget them all
+        (their fds stay open until the next call: the caller may be using one)."""
+        while self._parents:
+            self._stale.append(self._parents.popitem()[1][0])
 
-    def _replace(self, key: str | None, value: tuple[int, str] | None) -> None:
-        if self._cached is not None:
-            os.close(self._cached[0])
-        self._key, self._cached = key, value
+    def _close_stale(self) -> None:
+        while self._stale:
+            os.close(self._stale.pop())
+
+    def _add(self, rel: str, value: tuple[int, str]) -> None:
+        old = self._parents.pop(rel, None)
+        if old is not None:
+            self._stale.append(old[0])
+        self._parents[rel] = value
+        if len(self._parents) > _PARENT_CACHE:
+            self._stale.append(self._parents.popitem(last=False)[1][0])
 
     def close(self) -> None:
-        self._replace(None, None)
+        self.invalidate()
+        self._close_stale()
         os.close(self.fd)
 
     # ------------------------------------------------------------------ resolution
@@ -93,17 +113,21 @@ class ScopedRoot:
         if not rel:
             return os.dup(self.fd), ""
         if has_openat2():
-            try:
-                fd = syscalls.openat2(self.fd, rel, os.O_PATH | os.O_DIRECTORY,
-                                      resolve=Resolve.IN_ROOT | Resolve.NO_MAGICLINKS)
-            except (FileNotFoundError, NotADirectoryError, BlockingIOError):
-                # something to create, an overlay whiteout/lower entry on the way, or
-                # EAGAIN (a concurrent rename somewhere): the walk sorts it out
-                pass
-            except OSError as err:
-                raise DataCorruption(f"cannot resolve {rel!r} in layer: {err.strerror}") from err
-            else:
-                return fd, self._canonical(fd)
+            # first without symlinks: then the (cleaned) path is its own canonical form and
+            # no readlink of /proc/self/fd is needed; a symlink on the way (ELOOP) resolves
+            for no_symlinks in (Resolve.NO_SYMLINKS, 0):
+                try:
+                    fd = syscalls.openat2(self.fd, rel, os.O_PATH | os.O_DIRECTORY,
+                                          resolve=Resolve.IN_ROOT | Resolve.NO_MAGICLINKS | no_symlinks)
+                except (FileNotFoundError, NotADirectoryError, BlockingIOError):
+                    # something to create, an overlay whiteout/lower entry on the way, or
+                    # EAGAIN (a concurrent rename somewhere): the walk sorts it out
+                    break
+                except OSError as err:
+                    if no_symlinks and err.errno == errno.ELOOP:
+                        continue
+                    raise DataCorruption(f"cannot resolve {rel!r} in layer: {err.strerror}") from err
+                return (fd, rel) if no_symlinks else (fd, self._canonical(fd))
         return self._walk(rel, create)
 
     def _canonical(self, fd: int) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import io
 import os
 import posixpath
 import re
@@ -466,11 +465,64 @@ class Build:
         if inst.heredocs:
             raise BuildError(f"Dockerfile:{inst.line}: {what} with a heredoc is not supported yet")
         words = list(inst.args) if inst.json else [expand(a, env) for a in inst.args]
+        urls = [w for w in words[:-1] if w.startswith(("http://", "https://"))]
+        if urls and what == "COPY":
+            raise BuildError(f"Dockerfile:{inst.line}: source can't be a URL for COPY")
+        if urls:
+            with self._downloaded(inst, urls) as (root, names):
+                local = [names.get(w, w) for w in words[:-1]]
+                self._copy_from(stage, inst, what, [*local, words[-1]], root, "context", shown=words)
+            return
+        if "checksum" in inst.flags:
+            raise BuildError(f"Dockerfile:{inst.line}: checksum can't be specified for non-HTTP(S) sources")
         with self._source_root(inst) as (root, label):
             self._copy_from(stage, inst, what, words, root, label)
 
+    @contextlib.contextmanager
+    def _downloaded(self, inst: Instruction, urls: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
+        """ADD's URLs fetched into a scratch directory (the file name from the URL's path,
+        its time from Last-Modified); ``--checksum`` checked. Yields (directory, url -> name)."""
+        import email.utils
+        import hashlib
+        import shutil
+        import tempfile
+        import urllib.error
+        import urllib.request
+
+        directory = tempfile.mkdtemp(prefix="add-", dir=os.path.dirname(self.context))
+        try:
+            names: dict[str, str] = {}
+            for n, url in enumerate(urls):
+                name = posixpath.basename(url.split("?", 1)[0].rstrip("/")) or f"download-{n}"
+                path = os.path.join(directory, name)
+                try:
+                    with urllib.request.urlopen(url, timeout=60) as resp, open(path, "wb") as out:  # noqa: S310
+                        digest = hashlib.sha256()
+                        while chunk := resp.read(1 << 20):
+                            digest.update(chunk)
+                            out.write(chunk)
+                        modified = resp.headers.get("Last-Modified")
+                except (urllib.error.URLError, OSError, ValueError) as e:
+                    raise BuildError(f"ADD failed: error downloading {url}: {e}") from None
+                if "checksum" in inst.flags:
+                    want = inst.flags["checksum"][-1]
+                    if not want.startswith("sha256:"):
+                        raise BuildError(f"Dockerfile:{inst.line}: unsupported checksum algorithm: {want}")
+                    if want != "sha256:" + digest.hexdigest():
+                        raise BuildError(f"ADD failed: digest mismatch for {url}: expected {want}, got "
+                                         f"sha256:{digest.hexdigest()}")
+                os.chmod(path, 0o600)
+                if modified:
+                    with contextlib.suppress(TypeError, ValueError):
+                        when = email.utils.parsedate_to_datetime(modified).timestamp()
+                        os.utime(path, (when, when))
+                names[url] = name
+            yield directory, names
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
     def _copy_from(self, stage: _Stage, inst: Instruction, what: str, words: list[str], root: str,
-                   label: str) -> None:
+                   label: str, shown: list[str] | None = None) -> None:
         sources, dest = words[:-1], words[-1]
         workdir = stage.config.get("WorkingDir") or "/"
         target = posixpath.normpath(posixpath.join(workdir, dest))
@@ -491,26 +543,28 @@ class Build:
                         sources=_source_digests(root, matched))
         if self._cached(stage, key):
             return
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-            made: set[str] = set()
-            for rel in matched:
-                full = os.path.join(root, rel)
-                st = os.lstat(full)
-                if stat.S_ISDIR(st.st_mode):
-                    base = target
-                    _parents(tf, base, made)
-                    _add_tree(tf, full, base, chown, chmod, made)
-                else:
-                    name = posixpath.join(target, posixpath.basename(rel)) if dest_is_dir else target
-                    _parents(tf, posixpath.dirname(name), made)
-                    _add_file(tf, full, name, chown, chmod)
-        data = buf.getvalue()
-        created_by = f"/bin/sh -c #(nop) {what} {' '.join(words)}"
-        parent = stage.image
+        from_url = shown is not None
 
         def write(writer: Any) -> None:
-            writer.write(data)
+            """The layer tar, streamed into the content writer."""
+            with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+                made: set[str] = set()
+                for rel in matched:
+                    full = os.path.join(root, rel)
+                    st = os.lstat(full)
+                    if stat.S_ISDIR(st.st_mode):
+                        _parents(tf, target, made)
+                        _add_tree(tf, full, target, chown, chmod, made)
+                    elif what == "ADD" and not from_url and _is_archive(full):
+                        _parents(tf, target, made)  # a local archive is unpacked at the destination
+                        _add_archive(tf, full, target, made)
+                    else:
+                        name = posixpath.join(target, posixpath.basename(rel)) if dest_is_dir else target
+                        _parents(tf, posixpath.dirname(name), made)
+                        _add_file(tf, full, name, chown, chmod)
+
+        created_by = f"/bin/sh -c #(nop) {what} {' '.join(shown or words)}"
+        parent = stage.image
 
         image_id = self.images.add_step(parent, self._image_config(stage), created_by, write_layer=write)
         self.cache.put(key, image_id)
@@ -659,6 +713,34 @@ def _source_digests(root: str, matched: list[str]) -> dict[str, str]:
                     path = os.path.join(dirpath, name)
                     one(path, os.path.relpath(path, root))
     return out
+
+
+def _is_archive(path: str) -> bool:
+    """A tar, plain or compressed (what docker's ADD unpacks)."""
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            return tf.next() is not None
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+
+
+def _add_archive(tf: tarfile.TarFile, path: str, target: str, made: set[str]) -> None:
+    """Each member of the archive at ``path`` re-rooted under ``target``; names (and hard
+    link targets) cleaned so nothing lands outside it."""
+    from dockyard.archive.apply import clean
+
+    with tarfile.open(path, "r:*") as src:
+        for member in src:
+            name = clean(member.name)
+            if not name:
+                continue
+            member.name = posixpath.join(target, name).lstrip("/")
+            if member.islnk():
+                member.linkname = posixpath.join(target, clean(member.linkname)).lstrip("/")
+            _parents(tf, posixpath.dirname(member.name), made)
+            if member.isdir():
+                made.add(member.name)
+            tf.addfile(member, src.extractfile(member) if member.isreg() else None)
 
 
 def _parents(tf: tarfile.TarFile, path: str, made: set[str]) -> None:

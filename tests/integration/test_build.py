@@ -209,3 +209,52 @@ def test_multi_stage_target_and_dockerignore(cli: Daemon, kind: str, tmp_path: P
     root = cli.cli("run", "--rm", "--entrypoint", "/bin/busybox", name, "ls", "/").stdout.split()
     assert "out" in root and "src" not in root  # only what the final stage copied
     cli.cli("rmi", name)
+
+
+def test_add_archives_and_urls(cli: Daemon, tmp_path: Path) -> None:
+    """ADD unpacks a local tar (any compression) at the destination; fetches a URL (here a
+    server of the test's own on 127.0.0.1), checking --checksum."""
+    import functools
+    import hashlib
+    import http.server
+    import tarfile
+    import threading
+
+    ctx = _context(tmp_path, "FROM busybox\n")
+    payload = tmp_path / "payload"
+    (payload / "dir").mkdir(parents=True)
+    (payload / "dir" / "inner.txt").write_text("inside the archive\n")
+    with tarfile.open(ctx / "bundle.tar.gz", "w:gz") as tf:
+        tf.add(payload / "dir", arcname="dir")
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "remote.txt").write_text("fetched\n")
+    digest = "sha256:" + hashlib.sha256(b"fetched\n").hexdigest()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/remote.txt"
+    try:
+        (ctx / "Dockerfile").write_text(f"FROM busybox\nADD bundle.tar.gz /opt/\nADD --checksum={digest} {url} /srv/\n"
+                                        "COPY bundle.tar.gz /kept/\n")
+        name = f"{unique('add')}:v1"
+        cli.cli("build", "-t", name, str(ctx))
+        out = cli.cli("run", "--rm", name, "sh", "-c",
+                      "cat /opt/dir/inner.txt /srv/remote.txt; ls /kept").stdout
+        assert out == "inside the archive\nfetched\nbundle.tar.gz\n"  # COPY never unpacks
+        cli.cli("rmi", name)
+        (ctx / "Dockerfile").write_text(f"FROM busybox\nADD --checksum=sha256:{'0' * 64} {url} /srv/\n")
+        res = cli.cli("build", "-t", name, str(ctx), check=False)
+        assert res.returncode == 1 and f"ADD failed: digest mismatch for {url}" in res.stderr
+        (ctx / "Dockerfile").write_text(f"FROM busybox\nCOPY {url} /srv/\n")
+        res = cli.cli("build", "-t", name, str(ctx), check=False)
+        assert res.returncode == 1 and "source can't be a URL for COPY" in res.stderr
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
