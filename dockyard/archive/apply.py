@@ -16,14 +16,16 @@ import errno
 import hashlib
 import os
 import posixpath
+import queue
 import shutil
 import stat
 import tarfile
+import threading
 from base64 import b64decode
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote_to_bytes
 
 from dockyard.archive.compression import decompress
@@ -41,6 +43,7 @@ from dockyard.archive.scoped import ScopedRoot, copy_xattrs, join, proc_path
 from dockyard.errors import DataCorruption, InvalidArgument
 from dockyard.snapshots.base import Mount
 
+_AHEAD = 8  # chunks the read-ahead thread may hold
 _CHUNK = 1 << 20
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _IGNORED_XATTR_ERRORS = (errno.ENOTSUP, errno.EPERM)  # fs without xattrs, user.* on symlinks
@@ -74,6 +77,65 @@ class _Hashing:
         return "sha256:" + self._hash.hexdigest()
 
 
+class _ReadAhead:
+    """Reads ``src`` in a thread of its own, up to _AHEAD chunks ahead of the consumer: the
+    decompression and the diff-ID hash (isal and hashlib release the GIL) then run on another
+    CPU than the tar parsing and the file creation. Errors reach the consumer in order."""
+
+    def __init__(self, src: Any) -> None:
+        self._src = src
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(_AHEAD)
+        self._buf, self._pos = b"", 0
+        self._eof = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="layer-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item: bytes | BaseException = self._src.read(_CHUNK)
+            except BaseException as e:  # handed to the consumer
+                item = e
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if not isinstance(item, bytes) or not item:
+                return
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all that is left for -1); b"" at the end. Pieces are cut
+        from the current chunk by offset: tarfile reads in 10 KiB steps."""
+        parts: list[bytes] = []
+        want = size
+        while want != 0:
+            if self._pos >= len(self._buf):
+                if self._eof:
+                    break
+                item = self._queue.get()
+                if isinstance(item, BaseException):
+                    self._eof = True
+                    raise item
+                if not item:
+                    self._eof = True
+                    break
+                self._buf, self._pos = item, 0
+            end = len(self._buf) if want < 0 else min(len(self._buf), self._pos + want)
+            parts.append(self._buf[self._pos:end])
+            if want > 0:
+                want -= end - self._pos
+            self._pos = end
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        """Stop the thread (before the source is closed under it)."""
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
 def clean(name: str) -> str:
     """Docker's cleaning of a member name: rooted, then relative (``/etc/x`` and
     ``../../etc/x`` are both ``etc/x``; the root itself is "")."""
@@ -92,10 +154,11 @@ def apply_layer(stream: BinaryIO, mounts: Sequence[Mount], *,
     lowers = list(lowers_for_lookup) if lowers_for_lookup is not None else target.lowers
     plain = decompress(stream)
     reader = _Hashing(plain)
+    ahead = _ReadAhead(reader)
     applier = _Applier(target, lowers)
     try:
         try:
-            tf = tarfile.open(fileobj=reader, mode="r|", encoding="utf-8", errors="surrogateescape",
+            tf = tarfile.open(fileobj=ahead, mode="r|", encoding="utf-8", errors="surrogateescape",
                               tarinfo=_TarInfo)
         except tarfile.ReadError as err:
             if reader.count:
@@ -113,9 +176,11 @@ def apply_layer(stream: BinaryIO, mounts: Sequence[Mount], *,
             if isinstance(stop, tarfile.InvalidHeaderError | tarfile.TruncatedHeaderError):
                 raise DataCorruption(f"invalid layer tar: {stop}")
         applier.finish()
-        reader.drain()  # tarfile stops at the end-of-archive marker; diff_id covers it all
+        while ahead.read(_CHUNK):  # tarfile stops at the end-of-archive marker; diff_id covers it all
+            pass
     finally:
         applier.close()
+        ahead.close()
         plain.close()  # not ``stream``: that is the caller's
     return ApplyResult(reader.digest(), applier.size)
 
