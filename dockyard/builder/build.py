@@ -397,7 +397,11 @@ class Build:
                 for doc in inst.heredocs:  # the shell reads heredocs itself
                     script += "\n" + doc.content + doc.name
             argv = [*stage.shell, script]
-        env = [f"{k}={v}" for k, v in stage.args.items()]
+        # the proxy args reach RUN without an ARG line, as docker passes them (and keeps them
+        # out of the image and of the cache key)
+        proxies = {k: v for k, v in self.opts.build_args.items()
+                   if k in PREDEFINED_ARGS and v is not None and k not in stage.args}
+        env = [f"{k}={v}" for k, v in {**proxies, **stage.args}.items()]
         workdir, user = stage.config.get("WorkingDir") or "", stage.config.get("User") or ""
         key = self._key(stage, "run", [argv, workdir, user, self.opts.network, self._image_config(stage)])
         if self._cached(stage, key):

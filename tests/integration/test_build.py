@@ -28,7 +28,7 @@ ENV GREETING="hello ${WHO}" \\
 WORKDIR /app
 COPY greeting.txt sub/ ./
 COPY --chmod=0750 --chown=1000:1000 script.sh /usr/local/bin/
-RUN echo "ran as $WHO"; echo to-stderr >&2; cat greeting.txt > copied.txt
+RUN echo "ran as $WHO with no_proxy=$no_proxy"; echo to-stderr >&2; cat greeting.txt > copied.txt
 RUN <<EOF
 echo heredoc > /app/heredoc.txt
 EOF
@@ -62,16 +62,17 @@ def test_build_and_run(cli: Daemon, kind: str, tmp_path: Path) -> None:
     ctx = _context(tmp_path)
     name = f"{unique('built')}:v1"
     before = _left_containers(cli)
-    res = cli.client(kind)("build", "--no-cache", "-t", name, "--build-arg", "WHO=you", str(ctx))
+    res = cli.client(kind)("build", "--no-cache", "-t", name, "--build-arg", "WHO=you", "--build-arg",
+                           "no_proxy=example.test", str(ctx))
     out = res.stdout
     assert "Step 1/17 : ARG BASE=busybox" in out and "Step 2/17 : FROM ${BASE}" in out, out
-    assert "ran as you" in out and "\x1b[91mto-stderr\n\x1b[0m" in out
+    assert "ran as you with no_proxy=example.test" in out and "\x1b[91mto-stderr\n\x1b[0m" in out
     image_id = json.loads(cli.cli("image", "inspect", name).stdout)[0]["Id"]
     assert f"Successfully built {image_id.removeprefix('sha256:')[:12]}" in out
     assert out.rstrip().endswith(f"Successfully tagged {name}") or f"Successfully tagged {name}" in out
     config = json.loads(cli.cli("image", "inspect", name).stdout)[0]["Config"]
     assert "GREETING=hello you" in config["Env"] and "OTHER=2" in config["Env"]
-    assert not any(e.startswith("WHO=") for e in config["Env"])  # ARGs are not kept
+    assert not any(e.startswith(("WHO=", "no_proxy=")) for e in config["Env"])  # ARGs are not kept
     assert config["WorkingDir"] == "/app" and config["User"] == "1000" and config["StopSignal"] == "SIGUSR1"
     assert config["Labels"] == {"org.example.name": "the app", "version": "1"}
     assert config["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}} and config["Volumes"] == {"/data": {}}
