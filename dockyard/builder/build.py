@@ -17,6 +17,7 @@ import re
 import socket
 import stat
 import tarfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -74,10 +75,12 @@ class _Stage:
 
 
 class Build:
-    def __init__(self, engine: Any, context_dir: str, options: BuildOptions, emit: Emit) -> None:
+    def __init__(self, engine: Any, context_dir: str, options: BuildOptions, emit: Emit,
+                 cancelled: Callable[[], bool] = lambda: False) -> None:
         self.engine, self.images, self.containers = engine, engine.images, engine.containers
         self.context, self.opts = context_dir, options
         self._emit = emit
+        self.cancelled = cancelled  # the client went away (Ctrl-C): stop, leaving nothing
         self.used_args: set[str] = set()
         self.stages: list[_Stage] = []
         self.cache: BuildCache = engine.build_cache
@@ -113,6 +116,8 @@ class Build:
         stage: _Stage | None = None
         total = len(instructions)
         for number, inst in enumerate(instructions, 1):
+            if self.cancelled():
+                raise BuildError("the build was cancelled")
             if inst.cmd == "from" and stage is not None and self.opts.target and stage.name == self.opts.target.lower():
                 break
             self.step = f"Step {number}/{total}"
@@ -412,9 +417,12 @@ class Build:
                 "HostConfig": {"NetworkMode": self.opts.network or "default"}}
         cid = self.containers.create(body, None)["Id"]
         self.say(f" ---> Running in {_short(cid)}\n")
-        ok = False
+        ok = cancelled = False
         try:
             code = self._run_attached(cid)
+            cancelled = code is None
+            if cancelled:
+                raise BuildError("the build was cancelled")
             if code != 0:
                 shown = json_list(argv) if inst.json else " ".join(argv)
                 raise BuildError(f"The command '{shown}' returned a non-zero code: {code}", code)
@@ -425,13 +433,14 @@ class Build:
             stage.image = self.images.resolve(image_id)
             ok = True
         finally:
-            if ok and self.opts.remove or not ok and (self.opts.force_remove or self.opts.remove):
+            if ok and self.opts.remove or not ok and (self.opts.force_remove or self.opts.remove or cancelled):
                 with contextlib.suppress(DockyardError):
                     self.containers.remove(cid, force=True)
                 self.say(f"Removing intermediate container {_short(cid)}\n")
 
-    def _run_attached(self, cid: str) -> int:
-        """Start the container with its output streamed to the client; its exit code."""
+    def _run_attached(self, cid: str) -> int | None:
+        """Start the container with its output streamed to the client; its exit code, or
+        None when the client went away meanwhile (the container is killed)."""
         import json
 
         path = self.containers.supervisor_socket()
@@ -445,16 +454,38 @@ class Build:
                 raise BuildError(f"cannot attach to the build container: {answer.get('error', 'no answer')}")
             wait = self.containers.wait_registration(cid, "not-running")
             self.containers.start(cid)
-            while True:
-                header = reader.read(8)
-                if len(header) < 8:
-                    break
-                payload = reader.read(int.from_bytes(header[4:8], "big"))
-                text = payload.decode(errors="replace")
-                self.say(f"\x1b[91m{text}\x1b[0m" if header[0] == 2 else text)
+            done = threading.Event()
+            killed = threading.Event()
+
+            def watch() -> None:  # a quiet step must notice the client leaving too
+                while not done.wait(0.5):
+                    if self.cancelled():
+                        killed.set()
+                        with contextlib.suppress(DockyardError):
+                            self.containers.kill(cid)
+                        return
+
+            watcher = threading.Thread(target=watch, name="build-watch", daemon=True)
+            watcher.start()
+            try:
+                self._pump(reader)
+            finally:
+                done.set()
+                watcher.join()
         finally:
             sock.close()
-        return int(wait()["StatusCode"])
+        code = int(wait()["StatusCode"])
+        return None if killed.is_set() else code
+
+    def _pump(self, reader: Any) -> None:
+        """The container's output frames to the client, stderr in docker's red."""
+        while True:
+            header = reader.read(8)
+            if len(header) < 8:
+                return
+            payload = reader.read(int.from_bytes(header[4:8], "big"))
+            text = payload.decode(errors="replace")
+            self.say(f"\x1b[91m{text}\x1b[0m" if header[0] == 2 else text)
 
     # ------------------------------------------------------------------ COPY and ADD
 

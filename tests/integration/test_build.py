@@ -259,3 +259,44 @@ def test_add_archives_and_urls(cli: Daemon, tmp_path: Path) -> None:
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+def test_ctrl_c_mid_build_leaves_nothing(cli: Daemon, tmp_path: Path) -> None:
+    """The client goes away during a quiet RUN: the step's container is killed and removed,
+    nothing is tagged, the stores are as before."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import store_state
+
+    ctx = _context(tmp_path, f"FROM busybox\nRUN echo started {unique('x')}; sleep 120\nRUN echo never\n")
+    name = f"{unique('cancelled')}:v1"
+    before = store_state(cli)
+    base = [sys.executable, "-m", "dockyard.cli.main", "-H", cli.host]
+    events = subprocess.Popen([*base, "events", "--filter", "type=container", "--filter", "event=destroy",
+                               "--format", "{{.ID}}"], stdout=subprocess.PIPE, text=True, env=cli.env)
+    build = subprocess.Popen([*base, "build", "-t", name, str(ctx)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=cli.env)
+    try:
+        cid = ""
+        assert build.stdout is not None
+        for line in build.stdout:  # the step's output says it is running
+            if "---> Running in " in line:
+                cid = line.split()[-1]
+            if line.startswith("started"):
+                break
+        assert cid, "the RUN step never started"
+        build.send_signal(signal.SIGINT)
+        assert build.wait(timeout=60) != 0
+        assert events.stdout is not None
+        for line in events.stdout:  # the container's destroy event: it is gone
+            if line.startswith(cid):
+                break
+    finally:
+        for proc in (build, events):
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(timeout=30)
+    assert cli.cli("image", "inspect", name, check=False).returncode == 1
+    assert store_state(cli) == before

@@ -74,7 +74,10 @@ async def build(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument(f"failed to read the build context: {e}") from None
     await messages.start()
     try:
-        await asyncio.to_thread(Build(engine, directory, options, messages.send_threadsafe).run)
+        def gone() -> bool:
+            return request.transport is None or request.transport.is_closing()
+
+        await asyncio.to_thread(Build(engine, directory, options, messages.send_threadsafe, gone).run)
     except BuildError as e:
         await _error(messages, str(e), e.code)
     except Exception as e:  # headers are sent: the error travels in the stream
