@@ -27,7 +27,7 @@ from typing import Any
 from dockyard import reference
 from dockyard.builder.cache import BuildCache, StepKey
 from dockyard.builder.parser import Dockerfile, Instruction, parse
-from dockyard.builder.shell_words import expand, expand_words
+from dockyard.builder.shell_words import expand, expand_heredoc, expand_words
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 
 Emit = Callable[[dict[str, Any]], None]
@@ -497,8 +497,10 @@ class Build:
 
     def _copy(self, stage: _Stage, inst: Instruction, what: str) -> None:
         env = self._env(stage)
-        if inst.heredocs:
-            raise BuildError(f"Dockerfile:{inst.line}: {what} with a heredoc is not supported yet")
+        if inst.heredocs:  # COPY <<EOF /path: each heredoc becomes a file named after it
+            with self._heredoc_files(inst, env) as (root, words):
+                self._copy_from(stage, inst, what, words, root, "context", shown=list(inst.args))
+            return
         words = list(inst.args) if inst.json else [expand(a, env) for a in inst.args]
         urls = [w for w in words[:-1] if w.startswith(("http://", "https://"))]
         if urls and what == "COPY":
@@ -512,6 +514,30 @@ class Build:
             raise BuildError(f"Dockerfile:{inst.line}: checksum can't be specified for non-HTTP(S) sources")
         with self._source_root(inst) as (root, label):
             self._copy_from(stage, inst, what, words, root, label)
+
+    @contextlib.contextmanager
+    def _heredoc_files(self, inst: Instruction, env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
+        import shutil
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="heredoc-", dir=os.path.dirname(self.context))
+        try:
+            docs = {doc.name: doc for doc in inst.heredocs}
+            words = []
+            for word in inst.args[:-1]:
+                m = _HEREDOC_ONLY.fullmatch(word)
+                doc = docs.get(word.lstrip("<-").strip("\"'")) if m else None
+                if doc is None:
+                    raise BuildError(f"Dockerfile:{inst.line}: {inst.cmd.upper()} with a heredoc takes only heredocs "
+                                     f"as sources, not {word!r}")
+                content = expand_heredoc(doc.content, env) if doc.expand else doc.content
+                with open(os.path.join(directory, doc.name), "w") as f:
+                    f.write(content)
+                os.chmod(os.path.join(directory, doc.name), 0o644)
+                words.append(doc.name)
+            yield directory, [*words, expand(inst.args[-1], env)]
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     @contextlib.contextmanager
     def _downloaded(self, inst: Instruction, urls: list[str]) -> Iterator[tuple[str, dict[str, str]]]:
@@ -562,7 +588,7 @@ class Build:
         workdir = stage.config.get("WorkingDir") or "/"
         target = posixpath.normpath(posixpath.join(workdir, dest))
         dest_is_dir = dest.endswith("/") or dest.endswith("/.") or len(sources) > 1
-        chown = _ids(inst.flags["chown"][-1], inst) if "chown" in inst.flags else (0, 0)
+        chown = self._ids(stage, inst.flags["chown"][-1], inst) if "chown" in inst.flags else (0, 0)
         chmod = _mode(inst.flags["chmod"][-1], inst) if "chmod" in inst.flags else None
         matched: list[str] = []
         for source in sources:
@@ -604,6 +630,51 @@ class Build:
         image_id = self.images.add_step(parent, self._image_config(stage), created_by, write_layer=write)
         self.cache.put(key, image_id)
         stage.image = self.images.resolve(image_id)
+
+    def _ids(self, stage: _Stage, spec: str, inst: Instruction) -> tuple[int, int]:
+        """``--chown=user[:group]``: IDs as given, names looked up in the stage's
+        /etc/passwd and /etc/group (read inside its root, never following a link out of
+        it). A user without a group: the group is the same number, as docker does."""
+        spec = expand(spec, self._env(stage))
+        user, _, group = spec.partition(":")
+        if user.isdigit() and (not group or group.isdigit()):
+            return int(user), int(group or user)
+        passwd = self._image_file(stage, "etc/passwd") if not user.isdigit() else ""
+        groups = self._image_file(stage, "etc/group") if group and not group.isdigit() else ""
+
+        def lookup(table: str, name: str, what: str) -> int:
+            for line in table.splitlines():
+                fields = line.split(":")
+                if len(fields) > 2 and fields[0] == name and fields[2].isdigit():
+                    return int(fields[2])
+            raise BuildError(f"Dockerfile:{inst.line}: unable to convert uid/gid chown string to host mapping: "
+                             f"can't find {what} for {name}")
+
+        uid = int(user) if user.isdigit() else lookup(passwd, user, "uid")
+        gid = (int(group) if group.isdigit() else lookup(groups, group, "gid")) if group else uid
+        return uid, gid
+
+    def _image_file(self, stage: _Stage, path: str) -> str:
+        from dockyard.mount import temp_mount
+        from dockyard.syscalls import Resolve, openat2
+
+        if stage.image is None or not stage.image.chain:
+            return ""
+        key = f"view-build-{uuid.uuid4().hex}"
+        mounts = self.images.snapshotter.view(key, stage.image.chain[-1])
+        try:
+            with temp_mount(mounts, dir=os.path.dirname(self.context)) as root:
+                rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    fd = openat2(rootfd, path, os.O_RDONLY, resolve=Resolve.IN_ROOT | Resolve.NO_MAGICLINKS)
+                except FileNotFoundError:
+                    return ""
+                finally:
+                    os.close(rootfd)
+                with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+                    return f.read(1 << 20)
+        finally:
+            self.images.snapshotter.remove(key)
 
     @contextlib.contextmanager
     def _source_root(self, inst: Instruction) -> Iterator[tuple[str, str]]:
@@ -677,16 +748,6 @@ def _duration_ns(text: str, flag: str, inst: Instruction) -> int:
     except (StopIteration, ValueError):
         raise BuildError(f"Dockerfile:{inst.line}: invalid --{flag}: time: invalid duration \"{text}\"") from None
     return int(total)
-
-
-def _ids(text: str, inst: Instruction) -> tuple[int, int]:
-    user, _, group = text.partition(":")
-    try:
-        uid = int(user)
-        return uid, int(group) if group else uid
-    except ValueError:
-        raise BuildError(f"Dockerfile:{inst.line}: --chown with user or group names is not supported yet "
-                         f"(numeric IDs are): {text}") from None
 
 
 def _mode(text: str, inst: Instruction) -> int:

@@ -169,4 +169,25 @@ def expand_words(text: str, env: Mapping[str, str], escape: str = "\\") -> list[
     return _Lexer(text, env, escape).words(split=True)
 
 
-__all__ = ["expand", "expand_words"]
+def expand_heredoc(text: str, env: Mapping[str, str], escape: str = "\\") -> str:
+    """A heredoc body with an unquoted delimiter: variables expanded, ``\\$`` a literal
+    dollar, quotes and everything else kept as written (it is file content, not words)."""
+    out: list[str] = []
+    lexer = _Lexer(text, env, escape)
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == escape and text[i + 1:i + 2] == "$":
+            out.append("$")
+            i += 2
+        elif ch == "$":
+            lexer.pos = i
+            out.append(lexer._variable())
+            i = lexer.pos
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+__all__ = ["expand", "expand_heredoc", "expand_words"]

@@ -300,3 +300,29 @@ def test_ctrl_c_mid_build_leaves_nothing(cli: Daemon, tmp_path: Path) -> None:
             proc.wait(timeout=30)
     assert cli.cli("image", "inspect", name, check=False).returncode == 1
     assert store_state(cli) == before
+
+
+def test_copy_heredocs_and_chown_names(cli: Daemon, tmp_path: Path) -> None:
+    ctx = _context(tmp_path, (
+        "FROM busybox\n"
+        "RUN mkdir -p /etc && echo 'app:x:1234:1234::/:/bin/sh' >> /etc/passwd && echo 'grp:x:2345:' >> /etc/group\n"
+        "ARG NAME=world\n"
+        "COPY <<EOF <<'RAW' /etc/greetings/\n"
+        "hello $NAME \"quoted\"\n"
+        "EOF\n"
+        "literal $NAME\n"
+        "RAW\n"
+        "COPY --chown=app:grp greeting.txt /owned\n"
+        "COPY --chown=app greeting.txt /owned2\n"
+        "COPY --chown=1:2 greeting.txt /owned3\n"
+    ))
+    name = f"{unique('heredoc')}:v1"
+    cli.cli("build", "-t", name, str(ctx))
+    out = cli.cli("run", "--rm", name, "sh", "-c",
+                  "cat /etc/greetings/EOF /etc/greetings/RAW; stat -c '%u:%g' /owned /owned2 /owned3").stdout
+    assert out == 'hello world "quoted"\nliteral $NAME\n1234:2345\n1234:1234\n1:2\n'
+    cli.cli("rmi", name)
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY --chown=nobody-here greeting.txt /x\n")
+    res = cli.cli("build", "-t", name, str(ctx), check=False)
+    assert res.returncode == 1
+    assert "unable to convert uid/gid chown string to host mapping: can't find uid for nobody-here" in res.stderr

@@ -146,3 +146,9 @@ def test_expand_words_and_errors() -> None:
         expand("${A:-x", ENV)
     with pytest.raises(InvalidArgument, match="unsupported modifier"):
         expand("${A%x}", ENV)
+
+
+def test_expand_heredoc_keeps_quotes() -> None:
+    from dockyard.builder.shell_words import expand_heredoc
+
+    assert expand_heredoc('say "$A" \'$A\' \\$A ${UNSET:-d}\n', ENV) == "say \"a\" 'a' $A d\n"
