@@ -10,7 +10,6 @@ gets the ``-t`` names. The JSON stream is docker's: "Step N/M : ...", " ---> Run
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
 import posixpath
 import re
@@ -26,6 +25,7 @@ from typing import Any
 
 from dockyard import reference
 from dockyard.builder.cache import BuildCache, StepKey
+from dockyard.builder.context import SourceTree
 from dockyard.builder.parser import Dockerfile, Instruction, parse
 from dockyard.builder.shell_words import expand, expand_heredoc, expand_words
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
@@ -76,7 +76,7 @@ class _Stage:
 
 class Build:
     def __init__(self, engine: Any, context_dir: str, options: BuildOptions, emit: Emit,
-                 cancelled: Callable[[], bool] = lambda: False) -> None:
+                 cancelled: Callable[[], bool] = lambda: False, in_place: bool = False) -> None:
         self.engine, self.images, self.containers = engine, engine.images, engine.containers
         self.context, self.opts = context_dir, options
         self._emit = emit
@@ -84,6 +84,9 @@ class Build:
         self.used_args: set[str] = set()
         self.stages: list[_Stage] = []
         self.cache: BuildCache = engine.build_cache
+        # the context less .dockerignore; read in place, its file digests are remembered
+        self.source = SourceTree(context_dir, ignore=True, always=(options.dockerfile.lstrip("/"), ".dockerignore"),
+                                 digests=self.cache if in_place else None)
         self.step = ""  # "Step N/M", for explanations
         self.first_miss = ""  # the first step of this build that missed the cache
 
@@ -149,8 +152,9 @@ class Build:
         return image_id
 
     def _dockerfile(self) -> Dockerfile:
-        path = os.path.normpath(os.path.join(self.context, self.opts.dockerfile.lstrip("/")))
-        if not path.startswith(self.context.rstrip("/") + "/"):
+        root = os.path.realpath(self.context)
+        path = os.path.realpath(os.path.join(root, self.opts.dockerfile.lstrip("/")))
+        if not path.startswith(root + "/"):  # a symlink out of the context is not followed
             raise BuildError(f"the Dockerfile ({self.opts.dockerfile}) must be within the build context")
         try:
             with open(path, encoding="utf-8") as f:
@@ -499,7 +503,7 @@ class Build:
         env = self._env(stage)
         if inst.heredocs:  # COPY <<EOF /path: each heredoc becomes a file named after it
             with self._heredoc_files(inst, env) as (root, words):
-                self._copy_from(stage, inst, what, words, root, "context", shown=list(inst.args))
+                self._copy_from(stage, inst, what, words, SourceTree(root), "context", shown=list(inst.args))
             return
         words = list(inst.args) if inst.json else [expand(a, env) for a in inst.args]
         urls = [w for w in words[:-1] if w.startswith(("http://", "https://"))]
@@ -508,12 +512,12 @@ class Build:
         if urls:
             with self._downloaded(inst, urls) as (root, names):
                 local = [names.get(w, w) for w in words[:-1]]
-                self._copy_from(stage, inst, what, [*local, words[-1]], root, "context", shown=words)
+                self._copy_from(stage, inst, what, [*local, words[-1]], SourceTree(root), "context", shown=words)
             return
         if "checksum" in inst.flags:
             raise BuildError(f"Dockerfile:{inst.line}: checksum can't be specified for non-HTTP(S) sources")
-        with self._source_root(inst) as (root, label):
-            self._copy_from(stage, inst, what, words, root, label)
+        with self._source_root(inst) as (tree, label):
+            self._copy_from(stage, inst, what, words, tree, label)
 
     @contextlib.contextmanager
     def _heredoc_files(self, inst: Instruction, env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
@@ -582,8 +586,9 @@ class Build:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
-    def _copy_from(self, stage: _Stage, inst: Instruction, what: str, words: list[str], root: str,
+    def _copy_from(self, stage: _Stage, inst: Instruction, what: str, words: list[str], tree: SourceTree,
                    label: str, shown: list[str] | None = None) -> None:
+        root = tree.root
         sources, dest = words[:-1], words[-1]
         workdir = stage.config.get("WorkingDir") or "/"
         target = posixpath.normpath(posixpath.join(workdir, dest))
@@ -592,7 +597,10 @@ class Build:
         chmod = _mode(inst.flags["chmod"][-1], inst) if "chmod" in inst.flags else None
         matched: list[str] = []
         for source in sources:
-            found = _glob(root, source)
+            try:
+                found = tree.glob(source)
+            except InvalidArgument as e:
+                raise BuildError(f"{what} failed: {e}") from None
             if not found:
                 raise BuildError(f"{what} failed: file not found in build context or excluded by .dockerignore: "
                                  f"stat {source.lstrip('/')}: file does not exist" if label == "context"
@@ -601,7 +609,7 @@ class Build:
         if len(matched) > 1:
             dest_is_dir = True
         key = self._key(stage, what.lower(), [words, chown, chmod, target, dest_is_dir, self._image_config(stage)],
-                        sources=_source_digests(root, matched))
+                        sources=tree.digests(matched))
         if self._cached(stage, key):
             return
         from_url = shown is not None
@@ -615,7 +623,7 @@ class Build:
                     st = os.lstat(full)
                     if stat.S_ISDIR(st.st_mode):
                         _parents(tf, target, made)
-                        _add_tree(tf, full, target, chown, chmod, made)
+                        _add_tree(tf, tree, rel, target, chown, chmod, made)
                     elif what == "ADD" and not from_url and _is_archive(full):
                         _parents(tf, target, made)  # a local archive is unpacked at the destination
                         _add_archive(tf, full, target, made)
@@ -677,11 +685,11 @@ class Build:
             self.images.snapshotter.remove(key)
 
     @contextlib.contextmanager
-    def _source_root(self, inst: Instruction) -> Iterator[tuple[str, str]]:
+    def _source_root(self, inst: Instruction) -> Iterator[tuple[SourceTree, str]]:
         """Where COPY's sources are: the context, or ``--from``'s earlier stage (by name or
         number) or image, whose root is mounted read-only for the step."""
         if "from" not in inst.flags:
-            yield self.context, "context"
+            yield self.source, "context"
             return
         source = inst.flags["from"][-1]
         image = None
@@ -702,7 +710,7 @@ class Build:
             empty = os.path.join(os.path.dirname(self.context), f"empty-{uuid.uuid4().hex}")
             os.makedirs(empty, exist_ok=True)
             try:
-                yield empty, label
+                yield SourceTree(empty), label
             finally:
                 os.rmdir(empty)
             return
@@ -711,7 +719,7 @@ class Build:
         mounts = snapshotter.view(key, image.chain[-1])
         try:
             with temp_mount(mounts, dir=os.path.dirname(self.context)) as root:
-                yield root, label
+                yield SourceTree(root), label
         finally:
             snapshotter.remove(key)
 
@@ -758,57 +766,6 @@ def _mode(text: str, inst: Instruction) -> int:
     if mode > 0o7777:
         raise BuildError(f"Dockerfile:{inst.line}: invalid chmod parameter: {text}")
     return mode
-
-
-def _glob(root: str, pattern: str) -> list[str]:
-    """Context paths (relative) a COPY source names: wildcards per path component, as
-    docker's filepath.Match; the source stays inside ``root``."""
-    clean = posixpath.normpath("/" + pattern).lstrip("/")
-    if clean in ("", "."):
-        return ["."]
-    if not any(ch in clean for ch in "*?["):
-        return [clean] if os.path.lexists(os.path.join(root, clean)) else []
-    found = [""]
-    for part in clean.split("/"):
-        nxt = []
-        for base in found:
-            directory = os.path.join(root, base)
-            if not os.path.isdir(directory) or os.path.islink(directory):
-                continue
-            for entry in sorted(os.listdir(directory)):
-                if fnmatch.fnmatchcase(entry, part):
-                    nxt.append(posixpath.join(base, entry) if base else entry)
-        found = nxt
-    return found
-
-
-def _source_digests(root: str, matched: list[str]) -> dict[str, str]:
-    """Each file a COPY takes (directories walked): a digest of its content and metadata
-    (type, mode, symlink target) — what the cache compares."""
-    import hashlib
-
-    out: dict[str, str] = {}
-
-    def one(full: str, rel: str) -> None:
-        st = os.lstat(full)
-        h = hashlib.sha256(f"{stat.S_IFMT(st.st_mode)}:{stat.S_IMODE(st.st_mode)}:".encode())
-        if stat.S_ISLNK(st.st_mode):
-            h.update(os.readlink(full).encode())
-        elif stat.S_ISREG(st.st_mode):
-            with open(full, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-        out[rel] = h.hexdigest()
-
-    for rel in matched:
-        full = os.path.join(root, rel)
-        one(full, rel)
-        if os.path.isdir(full) and not os.path.islink(full):
-            for dirpath, dirnames, filenames in os.walk(full):
-                for name in dirnames + filenames:
-                    path = os.path.join(dirpath, name)
-                    one(path, os.path.relpath(path, root))
-    return out
 
 
 def _is_archive(path: str) -> bool:
@@ -878,17 +835,14 @@ def _add_file(tf: tarfile.TarFile, full: str, name: str, chown: tuple[int, int],
         tf.addfile(info)
 
 
-def _add_tree(tf: tarfile.TarFile, top: str, base: str, chown: tuple[int, int], chmod: int | None,
-              made: set[str]) -> None:
+def _add_tree(tf: tarfile.TarFile, tree: SourceTree, top: str, base: str, chown: tuple[int, int],
+              chmod: int | None, made: set[str]) -> None:
     """A directory's contents (not the directory itself: docker's COPY dir/ dest)."""
-    for dirpath, dirnames, filenames in os.walk(top):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, top)
-        for name in sorted(dirnames) + sorted(filenames):
-            full = os.path.join(dirpath, name)
-            arc = posixpath.join(base, name) if rel == "." else posixpath.join(base, rel, name)
-            made.add(arc.strip("/"))
-            _add_file(tf, full, arc, chown, chmod)
+    prefix = "" if top in ("", ".") else top + "/"
+    for rel in tree.walk(top):
+        arc = posixpath.join(base, rel[len(prefix):])
+        made.add(arc.strip("/"))
+        _add_file(tf, os.path.join(tree.root, rel), arc, chown, chmod)
 
 
 __all__ = ["Build", "BuildError", "BuildOptions"]

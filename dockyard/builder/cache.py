@@ -47,6 +47,9 @@ class BuildCache:
                        " kind TEXT NOT NULL, text TEXT NOT NULL, args TEXT NOT NULL, sources TEXT NOT NULL,"
                        " created REAL NOT NULL)")
             db.execute("CREATE INDEX IF NOT EXISTS steps_parent ON steps (parent, kind)")
+            # file digests of contexts read in place, by path and identity
+            db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, ident TEXT NOT NULL,"
+                       " digest TEXT NOT NULL)")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -64,6 +67,17 @@ class BuildCache:
                 db.execute("DELETE FROM steps WHERE image=?", (row[0],))
             return None
         return row[0]
+
+    def file_digests(self, root: str) -> dict[str, tuple[tuple[int, ...], str]]:
+        """path -> (identity, digest) of the files remembered under ``root``."""
+        rows = self._db().execute("SELECT path, ident, digest FROM files WHERE path >= ? AND path < ?",
+                                  (root + "/", root + "0"))  # "0" sorts right after "/"
+        return {path: (tuple(json.loads(ident)), digest) for path, ident, digest in rows}
+
+    def put_file_digests(self, entries: list[tuple[str, tuple[int, ...], str]]) -> None:
+        with self._db() as db:
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?)",
+                           [(path, json.dumps(list(ident)), digest) for path, ident, digest in entries])
 
     def put(self, key: StepKey, image: str) -> None:
         with self._db() as db:

@@ -42,6 +42,12 @@ def context_tar(root: str, dockerfile: str, out: Any) -> None:
             tf.add(os.path.join(root, rel), arcname=rel, recursive=False)
 
 
+def _local_daemon(ctx: Context) -> bool:
+    """A daemon on this host (a unix socket): it can read the context where it is."""
+    host = ctx.host or os.environ.get("DOCKYARD_HOST") or "unix://"
+    return host.startswith("unix://")
+
+
 def cmd_build(ctx: Context, args: list[str], prog: str = "dockyard build") -> int:
     p = new_parser(prog, usage=f"{prog} [OPTIONS] PATH | -", description="Build an image from a Dockerfile")
     p.add_argument("-t", "--tag", action="append", default=[], help="Name and optionally a tag (format: \"name:tag\")")
@@ -69,6 +75,7 @@ def cmd_build(ctx: Context, args: list[str], prog: str = "dockyard build") -> in
         except DockyardError as e:
             raise CLIError(f"invalid argument \"{tag}\" for \"-t, --tag\" flag: {e}", 125) from None
     dockerfile = "Dockerfile"
+    headers: dict[str, str] = {}
     body = tempfile.TemporaryFile()
     if o.path == "-":  # a tar of the context, or a lone Dockerfile, on stdin
         data = sys.stdin.buffer.read()
@@ -93,10 +100,13 @@ def cmd_build(ctx: Context, args: list[str], prog: str = "dockyard build") -> in
         if not os.path.isfile(os.path.join(root, dockerfile)):
             raise CLIError(f"unable to prepare context: unable to evaluate symlinks in Dockerfile path: "
                            f"lstat {os.path.join(root, dockerfile)}: no such file or directory", 1)
-        context_tar(root, dockerfile, body)
+        if _local_daemon(ctx):
+            headers["X-Dockyard-Context"] = root  # read in place: nothing to send
+        else:
+            context_tar(root, dockerfile, body)
     size = body.tell()
     body.seek(0)
-    if not o.quiet:
+    if not o.quiet and "X-Dockyard-Context" not in headers:
         from dockyard.cli.units import human_size
 
         ctx.out.write(f"Sending build context to dockyard daemon  {human_size(size)}\n")
@@ -109,7 +119,7 @@ def cmd_build(ctx: Context, args: list[str], prog: str = "dockyard build") -> in
                               "explaincache": "1" if o.explain_cache else "",
                               "buildargs": json.dumps(_key_values(o.build_arg, "build-arg", True)),
                               "labels": json.dumps(_key_values(o.label, "label", False))}
-    resp = ctx.client.post_stream("/build", body, "application/x-tar",
+    resp = ctx.client.post_stream("/build", body, "application/x-tar", headers=headers,
                                   params={k: v for k, v in params.items() if v not in ("", [])})
     out: Any = io.StringIO() if o.quiet else ctx.out
     try:

@@ -326,3 +326,42 @@ def test_copy_heredocs_and_chown_names(cli: Daemon, tmp_path: Path) -> None:
     res = cli.cli("build", "-t", name, str(ctx), check=False)
     assert res.returncode == 1
     assert "unable to convert uid/gid chown string to host mapping: can't find uid for nobody-here" in res.stderr
+
+
+@pytest.mark.parametrize("kind", CLIS)
+def test_context_symlinks_never_reach_the_host(cli: Daemon, kind: str, tmp_path: Path) -> None:
+    """A context's symlink to a host directory cannot make COPY (nor the Dockerfile) read a
+    host file — whether the context is read in place (dockyard's CLI) or sent as a tar."""
+    ctx = _context(tmp_path, "FROM busybox\nCOPY hostdir/passwd /stolen\n")
+    (ctx / "hostdir").symlink_to("/etc")
+    res = cli.client(kind)("build", "-t", f"{unique('escape')}:v1", str(ctx), check=False)
+    assert res.returncode == 1 and "outside the build context" in res.stderr, res.stderr
+    (ctx / "Dockerfile").unlink()
+    (ctx / "Dockerfile").symlink_to("/etc/passwd")
+    res = cli.client(kind)("build", "-t", f"{unique('escape')}:v1", str(ctx), check=False)
+    assert res.returncode == 1 and "root:" not in res.stderr + res.stdout, res.stderr
+
+
+def test_in_place_context_remembers_file_digests(cli: Daemon, tmp_path: Path) -> None:
+    """The dockyard CLI's context is read in place: an unchanged rebuild takes every COPY
+    from the cache, and the daemon keeps each file's digest by its identity, so files are
+    not read again; a changed file is."""
+    import sqlite3
+
+    ctx = _context(tmp_path, f"FROM busybox\nLABEL run={unique('p')}\nCOPY . /ctx\n")
+    name = f"{unique('inplace')}:v1"
+    out = cli.cli("build", "-t", name, str(ctx)).stdout
+    assert "Sending build context" not in out  # nothing sent: read where it is
+    db = sqlite3.connect(cli.root / "data" / "builder" / "cache.db")
+    try:
+        rows = dict(db.execute("SELECT path, digest FROM files WHERE path LIKE ?", (f"{ctx.resolve()}/%",)).fetchall())
+    finally:
+        db.close()
+    assert str(ctx.resolve() / "sub" / "a") in rows and str(ctx.resolve() / "greeting.txt") in rows
+    again = cli.cli("build", "-t", name, str(ctx)).stdout
+    assert again.count(" ---> Using cache") == 2
+    (ctx / "greeting.txt").write_text("different\n")
+    changed = cli.cli("build", "--explain-cache", "-t", name, str(ctx)).stdout
+    assert " ---> Cache miss: source files changed: greeting.txt" in changed
+    assert cli.cli("run", "--rm", name, "cat", "/ctx/greeting.txt").stdout == "different\n"
+    cli.cli("rmi", name)

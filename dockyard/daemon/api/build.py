@@ -16,6 +16,10 @@ from dockyard.daemon.api.server import Router, engine_of, qbool
 from dockyard.daemon.api.streams import JSONMessages, buffered_body
 from dockyard.errors import DockyardError, InvalidArgument
 
+# dockyard's: the context directory of a client on this host, read in place (no tar sent;
+# unchanged files are not read again). docker's clients send a tar, as always.
+CONTEXT_HEADER = "X-Dockyard-Context"
+
 
 def _json_param(request: web.Request, name: str) -> dict:
     raw = request.query.get(name, "")
@@ -64,26 +68,34 @@ async def build(request: web.Request) -> web.StreamResponse:
 
     engine = engine_of(request)
     options = _options(request)
-    directory = os.path.join(engine.config.exec_root, "build", uuid.uuid4().hex)
-    body = buffered_body(request)
+    in_place = request.headers.get(CONTEXT_HEADER, "")
     messages = JSONMessages(request)
-    try:
-        await asyncio.to_thread(_unpack_context, body, directory)
-    except DockyardError as e:
-        await asyncio.to_thread(shutil.rmtree, directory, True)
-        raise InvalidArgument(f"failed to read the build context: {e}") from None
+    if in_place:  # a client on this host: its directory, read where it is
+        if not os.path.isabs(in_place) or not os.path.isdir(in_place):
+            raise InvalidArgument(f"invalid {CONTEXT_HEADER}: {in_place!r} is not an absolute path to a directory")
+        directory = in_place
+    else:
+        directory = os.path.join(engine.config.exec_root, "build", uuid.uuid4().hex)
+        body = buffered_body(request)
+        try:
+            await asyncio.to_thread(_unpack_context, body, directory)
+        except DockyardError as e:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+            raise InvalidArgument(f"failed to read the build context: {e}") from None
     await messages.start()
     try:
         def gone() -> bool:
             return request.transport is None or request.transport.is_closing()
 
-        await asyncio.to_thread(Build(engine, directory, options, messages.send_threadsafe, gone).run)
+        build = Build(engine, directory, options, messages.send_threadsafe, gone, in_place=bool(in_place))
+        await asyncio.to_thread(build.run)
     except BuildError as e:
         await _error(messages, str(e), e.code)
     except Exception as e:  # headers are sent: the error travels in the stream
         await _error(messages, str(e), 1)
     finally:
-        await asyncio.to_thread(shutil.rmtree, directory, True)
+        if not in_place:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
     return await messages.finish()
 
 
