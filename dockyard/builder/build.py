@@ -703,7 +703,11 @@ class Build:
                                  "refers to a stage that is not defined before this one")
             if source.lower() == (self.stages[-1].name or None):
                 raise BuildError(f"Dockerfile:{inst.line}: circular dependency detected on stage: {source}")
-            image, label = self._base_image(source, inst), f"image {source}"
+            try:
+                image, label = self._base_image(source, inst), f"image {source}"
+            except DockyardError as e:
+                raise BuildError(f"Dockerfile:{inst.line}: --from={source}: no build stage and no image of that "
+                                 f"name: {e}") from None
         from dockyard.mount import temp_mount
 
         if image is None or not image.chain:

@@ -365,3 +365,17 @@ def test_in_place_context_remembers_file_digests(cli: Daemon, tmp_path: Path) ->
     assert " ---> Cache miss: source files changed: greeting.txt" in changed
     assert cli.cli("run", "--rm", name, "cat", "/ctx/greeting.txt").stdout == "different\n"
     cli.cli("rmi", name)
+
+
+def test_unknown_stage_or_image_in_copy_from(cli: Daemon, tmp_path: Path) -> None:
+    # a registry address nothing listens on: the lookup fails here, on loopback
+    ctx = _context(tmp_path, "FROM busybox AS one\nCOPY --from=127.0.0.1:9/nostage /x /y\n")
+    before = _left_containers(cli)
+    res = cli.cli("build", "-t", f"{unique('from')}:v1", str(ctx), check=False)
+    assert res.returncode == 1
+    assert "Dockerfile:2: --from=127.0.0.1:9/nostage: no build stage and no image of that name" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    ctx2 = _context(tmp_path / "b", "FROM busybox\nCOPY --from=3 /x /y\n")
+    res = cli.cli("build", str(ctx2), check=False)
+    assert res.returncode == 1 and "refers to a stage that is not defined before this one" in res.stderr
+    assert _left_containers(cli) == before
