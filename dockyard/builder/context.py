@@ -109,11 +109,12 @@ class SourceTree:
             fresh.append((full, ident, out[rel]))
 
         for rel in matched:
-            one(rel)
             full = os.path.join(self.root, rel) if rel not in ("", ".") else self.root
             if os.path.isdir(full) and not os.path.islink(full):
-                for sub in self.walk(rel):
-                    one(sub)
+                for sub in self.walk(rel):  # a directory's contents, not the directory itself:
+                    one(sub)  # that is what COPY takes (the context root's mode varies by client)
+            else:
+                one(rel)
         if self._digests is not None and fresh:
             self._digests.put_file_digests(fresh)
         return out
