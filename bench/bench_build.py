@@ -45,15 +45,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_engine import REPO, descendants, install_venv, start_daemon  # also puts REPO on sys.path
+from bench_engine import REPO, descendants, start_daemon  # also puts REPO on sys.path
 from bench_pull import (
     DOCKERD,
     TextStream,
     cpu_seconds,
     make_corpus,
+    pick_cli,
     start_private_dockerd,
     stop_daemon,
-    stop_private_dockerd,
+    terminate,
 )
 
 from tests.fixtures.engine import mounts_under
@@ -310,16 +311,7 @@ def main() -> None:
         changed = [line for line in tree if line.strip()]
         notes.append(f"tree: {head}" + (f" with {len(changed)} uncommitted change(s) under dockyard/: "
                                         + ", ".join(line.split()[-1] for line in changed) if changed else ""))
-        if args.cli == "venv":
-            dockyard = install_venv(work / "venv")
-            env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-            python = str(work / "venv" / "bin" / "python")
-            base_cli = [dockyard]
-            notes.append(f"dockyardd and the CLI (`{dockyard}`) from a venv install of the working tree")
-        else:
-            python = sys.executable
-            base_cli = [sys.executable, "-m", "dockyard.cli.main"]
-            notes.append(f"CLI: `{sys.executable} -m dockyard.cli.main`, dockyardd from this tree")
+        python, base_cli, env = pick_cli(args.cli, work, env, notes)
         rootfs = work / "busybox-rootfs.tar"
         subprocess.run([str(REPO / "contrib" / "mkrootfs-busybox"), str(rootfs)], check=True)
 
@@ -389,7 +381,7 @@ def main() -> None:
             stop_daemon(proc, root, env, remove=False)
         if dproc is not None:
             kids = [p for p in descendants(dproc.pid) if p != dproc.pid]
-            stop_private_dockerd(dproc)
+            terminate(dproc)
             for p in kids:  # its containerd: stopped with it; by pid if not
                 if os.path.exists(f"/proc/{p}"):
                     try:

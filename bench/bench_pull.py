@@ -452,13 +452,8 @@ def stop_daemon(proc: subprocess.Popen | None, root: Path, env: dict[str, str], 
     """As bench_engine does: dockyardd by pid, its supervisor, leftover mounts, the root
     (unless ``remove`` is False: deleting 66k files right before the next timed pull would
     slow it — ext4's inode allocator checks recently deleted inodes one by one)."""
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    if proc is not None:
+        terminate(proc)
     left_containers = stop_supervisor(root / "exec", env)
     if mounts_under(root):
         from dockyard.mount import unmount_all
@@ -522,7 +517,21 @@ def start_private_dockerd(root: Path) -> tuple[subprocess.Popen, dict[str, str]]
     return proc, env
 
 
-def stop_private_dockerd(proc: subprocess.Popen) -> None:
+def pick_cli(kind: str, work: Path, env: dict[str, str], notes: list[str]) -> tuple[str, list[str], dict[str, str]]:
+    """The python for dockyardd and the CLI's argv: a fresh venv install of this tree (as a
+    user runs it) or the tree itself (``module``); the env to run them with."""
+    if kind == "venv":
+        dockyard = install_venv(work / "venv")
+        notes.append(f"dockyardd and the CLI (`{dockyard}`) from a venv install of this tree")
+        return str(work / "venv" / "bin" / "python"), [dockyard], {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    notes.append(f"CLI: `{sys.executable} -m dockyard.cli.main`, dockyardd from this tree")
+    return sys.executable, [sys.executable, "-m", "dockyard.cli.main"], env
+
+
+def terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM by pid, a minute to exit, then SIGKILL."""
+    if proc.poll() is not None:
+        return
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=60)
@@ -683,16 +692,7 @@ def main() -> None:
             notes.append(f"pushed the cached image to the registry with skopeo ({time.perf_counter() - t:.1f} s)")
         assert registry_has(reg.host, info["manifest"]), "the registry does not serve the built manifest"
 
-        if args.cli == "venv":
-            dockyard = install_venv(work / "venv")
-            env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-            python = str(work / "venv" / "bin" / "python")
-            base_cli = [dockyard]
-            notes.append(f"dockyardd and the CLI (`{dockyard}`) from a venv install of this tree")
-        else:
-            python = sys.executable
-            base_cli = [sys.executable, "-m", "dockyard.cli.main"]
-            notes.append(f"CLI: `{sys.executable} -m dockyard.cli.main`, dockyardd from this tree")
+        python, base_cli, env = pick_cli(args.cli, work, env, notes)
         engines = [e for e in (live_engine("docker", env), live_engine("podman", env)) if e]
         private_docker = not any(e[0].startswith("docker") for e in engines) and DOCKERD is not None \
             and shutil.which("docker") is not None
@@ -755,7 +755,7 @@ def main() -> None:
                     notes.append(f"run {i + 1}: {desc} pull {results[desc][-1]:.2f} s, dockerd (+ waited-for "
                                  f"children) CPU {user:.1f} s user + {system:.1f} s system")
                 finally:
-                    stop_private_dockerd(dproc)
+                    terminate(dproc)
 
             # the live engines right after dockyard, so each run's pair sees the same kernel speed
             for desc, eenv in engines:

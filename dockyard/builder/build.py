@@ -13,9 +13,9 @@ import contextlib
 import os
 import posixpath
 import re
-import socket
 import stat
 import tarfile
+import tempfile
 import threading
 import time
 import uuid
@@ -81,6 +81,9 @@ class Build:
         self.context, self.opts = context_dir, options
         self._emit = emit
         self.cancelled = cancelled  # the client went away (Ctrl-C): stop, leaving nothing
+        # where a step's temporary files and mounts go (never beside a context read in place)
+        self.scratch = os.path.join(engine.config.exec_root, "build")
+        os.makedirs(self.scratch, mode=0o700, exist_ok=True)
         self.used_args: set[str] = set()
         self.stages: list[_Stage] = []
         self.cache: BuildCache = engine.build_cache
@@ -445,17 +448,10 @@ class Build:
     def _run_attached(self, cid: str) -> int | None:
         """Start the container with its output streamed to the client; its exit code, or
         None when the client went away meanwhile (the container is killed)."""
-        import json
+        from dockyard.supervisor.client import SupervisorClient
 
-        path = self.containers.supervisor_socket()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock, reader = SupervisorClient(self.containers.supervisor_socket()).stream("attach", id=cid)
         try:
-            sock.connect(path)
-            sock.sendall(json.dumps({"op": "attach", "id": cid}).encode() + b"\n")
-            reader = sock.makefile("rb")
-            answer = json.loads(reader.readline() or b"{}")
-            if not answer.get("ok"):
-                raise BuildError(f"cannot attach to the build container: {answer.get('error', 'no answer')}")
             wait = self.containers.wait_registration(cid, "not-running")
             self.containers.start(cid)
             done = threading.Event()
@@ -477,6 +473,7 @@ class Build:
                 done.set()
                 watcher.join()
         finally:
+            reader.close()
             sock.close()
         code = int(wait()["StatusCode"])
         return None if killed.is_set() else code
@@ -522,9 +519,8 @@ class Build:
     @contextlib.contextmanager
     def _heredoc_files(self, inst: Instruction, env: dict[str, str]) -> Iterator[tuple[str, list[str]]]:
         import shutil
-        import tempfile
 
-        directory = tempfile.mkdtemp(prefix="heredoc-", dir=os.path.dirname(self.context))
+        directory = tempfile.mkdtemp(prefix="heredoc-", dir=self.scratch)
         try:
             docs = {doc.name: doc for doc in inst.heredocs}
             words = []
@@ -550,11 +546,10 @@ class Build:
         import email.utils
         import hashlib
         import shutil
-        import tempfile
         import urllib.error
         import urllib.request
 
-        directory = tempfile.mkdtemp(prefix="add-", dir=os.path.dirname(self.context))
+        directory = tempfile.mkdtemp(prefix="add-", dir=self.scratch)
         try:
             names: dict[str, str] = {}
             for n, url in enumerate(urls):
@@ -662,27 +657,41 @@ class Build:
         gid = (int(group) if group.isdigit() else lookup(groups, group, "gid")) if group else uid
         return uid, gid
 
-    def _image_file(self, stage: _Stage, path: str) -> str:
+    @contextlib.contextmanager
+    def _mounted(self, image: Any) -> Iterator[str]:
+        """An image's root, mounted read-only for a step (an empty directory for an image
+        without layers); unmounted and its view removed after."""
+        if image is None or not image.chain:
+            empty = tempfile.mkdtemp(prefix="empty-", dir=self.scratch)
+            try:
+                yield empty
+            finally:
+                os.rmdir(empty)
+            return
         from dockyard.mount import temp_mount
-        from dockyard.syscalls import Resolve, openat2
 
-        if stage.image is None or not stage.image.chain:
-            return ""
         key = f"view-build-{uuid.uuid4().hex}"
-        mounts = self.images.snapshotter.view(key, stage.image.chain[-1])
+        mounts = self.images.snapshotter.view(key, image.chain[-1])
         try:
-            with temp_mount(mounts, dir=os.path.dirname(self.context)) as root:
-                rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                try:
-                    fd = openat2(rootfd, path, os.O_RDONLY, resolve=Resolve.IN_ROOT | Resolve.NO_MAGICLINKS)
-                except FileNotFoundError:
-                    return ""
-                finally:
-                    os.close(rootfd)
-                with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
-                    return f.read(1 << 20)
+            with temp_mount(mounts, dir=self.scratch) as root:
+                yield root
         finally:
             self.images.snapshotter.remove(key)
+
+    def _image_file(self, stage: _Stage, path: str) -> str:
+        """A file of the stage's image, read inside its root ("" when it has none)."""
+        from dockyard.syscalls import Resolve, openat2
+
+        with self._mounted(stage.image) as root:
+            rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                fd = openat2(rootfd, path, os.O_RDONLY, resolve=Resolve.IN_ROOT | Resolve.NO_MAGICLINKS)
+            except FileNotFoundError:
+                return ""
+            finally:
+                os.close(rootfd)
+            with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+                return f.read(1 << 20)
 
     @contextlib.contextmanager
     def _source_root(self, inst: Instruction) -> Iterator[tuple[SourceTree, str]]:
@@ -708,24 +717,8 @@ class Build:
             except DockyardError as e:
                 raise BuildError(f"Dockerfile:{inst.line}: --from={source}: no build stage and no image of that "
                                  f"name: {e}") from None
-        from dockyard.mount import temp_mount
-
-        if image is None or not image.chain:
-            empty = os.path.join(os.path.dirname(self.context), f"empty-{uuid.uuid4().hex}")
-            os.makedirs(empty, exist_ok=True)
-            try:
-                yield SourceTree(empty), label
-            finally:
-                os.rmdir(empty)
-            return
-        snapshotter = self.images.snapshotter
-        key = f"view-build-{uuid.uuid4().hex}"
-        mounts = snapshotter.view(key, image.chain[-1])
-        try:
-            with temp_mount(mounts, dir=os.path.dirname(self.context)) as root:
-                yield SourceTree(root), label
-        finally:
-            snapshotter.remove(key)
+        with self._mounted(image) as root:
+            yield SourceTree(root), label
 
 def json_list(argv: list[str]) -> str:
     import json

@@ -57,6 +57,18 @@ class SupervisorClient:
             line = f.readline()
         return self._answer(line)
 
+    def stream(self, op: str, **kw: Any) -> tuple[socket.socket, Any]:
+        """Send one request whose answer a byte stream follows (``attach``): the connection
+        and a buffered reader positioned after the answer; the caller closes both."""
+        sock = self._send(op, kw)
+        try:
+            reader = sock.makefile("rb")
+            self._answer(reader.readline())
+        except BaseException:
+            sock.close()
+            raise
+        return sock, reader
+
     def call_fds(self, op: str, max_fds: int = 4, **kw: Any) -> tuple[dict[str, Any], list[int]]:
         """``call`` for a response that carries file descriptors (SCM_RIGHTS): the response
         and the fds received with it (close-on-exec; the caller owns them)."""

@@ -202,6 +202,18 @@ def test_registry_is_stopped_by_its_fixture(tmp_path: Path) -> None:
 # made-up images, and what the daemon's stores hold
 
 
+def _read_until(proc: subprocess.Popen, line: str, what: str) -> list[str]:
+    """Read ``proc``'s stdout up to and including ``line`` (an event the test waits for);
+    the lines read."""
+    assert proc.stdout is not None
+    seen = []
+    for got in proc.stdout:
+        seen.append(got)
+        if got == line:
+            return seen
+    raise AssertionError(f"{what}: {seen} {proc.stderr.read() if proc.stderr else ''}")
+
+
 def _short(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
 
@@ -379,14 +391,7 @@ def test_layers_unpack_as_they_arrive(cli: Daemon, registry: LocalRegistry, busy
     watchdog = threading.Timer(120, proc.kill)  # a pull that never unpacks before the hold ends: no hang
     watchdog.start()
     try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:  # the dockyard CLI off a terminal: a line per event
-            seen.append(line)
-            if line == f"{_short(descs[1]['digest'])}: Pull complete\n":
-                break
-        else:
-            raise AssertionError(f"no Pull complete for the second layer: {seen} {proc.stderr.read()}")
+        seen = _read_until(proc, f"{_short(descs[1]['digest'])}: Pull complete\n", "no Pull complete for the second layer")
         proxy.wait_held()
         snapshots = next((cli.root / "data" / "snapshots").glob("*/snapshots"))
         found = _wait_for_file(snapshots, marker)  # <n>/fs/<marker>: unpacking while it downloads
@@ -477,14 +482,7 @@ def test_corrupt_layer_leaves_neither_blob_nor_snapshot(cli: Daemon, registry: L
     watchdog = threading.Timer(120, proc.kill)
     watchdog.start()
     try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:
-            seen.append(line)
-            if line == f"{_short(descs[0]['digest'])}: Pull complete\n":
-                break
-        else:
-            raise AssertionError(f"the first layer was not pulled: {seen}")
+        _read_until(proc, f"{_short(descs[0]['digest'])}: Pull complete\n", "the first layer was not pulled")
         proxy.release()
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 1
@@ -708,14 +706,7 @@ def test_concurrent_pulls_share_a_download(cli: Daemon, registry: LocalRegistry,
                                   text=True, env=cli.env)
         killer = threading.Timer(120, second.kill)
         killer.start()
-        assert second.stdout is not None
-        seen = []
-        for line in second.stdout:
-            seen.append(line)
-            if line == f"{_short(slow['digest'])}: Waiting\n":
-                break
-        else:
-            raise AssertionError(f"the second pull did not wait: {seen} {second.stderr.read()}")
+        seen = _read_until(second, f"{_short(slow['digest'])}: Waiting\n", "the second pull did not wait")
         proxy.release()
         out1, err1 = first.communicate(timeout=120)
         out2, err2 = second.communicate(timeout=120)

@@ -20,7 +20,7 @@ import docker
 import pytest
 
 from dockyard.distribution.hosts import RegistryHosts
-from dockyard.distribution.registry import open_registry
+from dockyard.distribution.registry import RegistryError, open_registry
 from tests.conftest import Daemon, store_state
 from tests.fixtures.clients import CLIS, unique
 from tests.fixtures.registry import REGISTRY_BIN, LocalRegistry, start_registry
@@ -159,7 +159,7 @@ def test_chunked_and_monolithic_uploads(registry: LocalRegistry) -> None:
     reg.blob(repo, small_digest, parts.append, len(small))
     assert b"".join(parts) == small
     wrong = "sha256:" + "0" * 64
-    with pytest.raises(Exception, match="digest"):
+    with pytest.raises(RegistryError, match="digest invalid"):
         reg.upload_blob(repo, wrong, len(small), io.BytesIO(small))
     assert reg.blob_size(repo, wrong) is None
 
