@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import stat
 from collections import OrderedDict, deque
 from typing import Literal
@@ -24,7 +25,13 @@ from dockyard.archive.layers import LayerView, is_overlay_xattr, is_whiteout
 from dockyard.errors import DataCorruption
 from dockyard.syscalls import Resolve, has_openat2
 
-_PARENT_CACHE = 64  # O_PATH fds of recent parent directories an extraction keeps open
+
+def _parent_cache_size() -> int:
+    """O_PATH fds of recent parent directories an extraction keeps open: enough for a layer
+    that goes round-robin over a thousand directories, within a sixteenth of our fd limit
+    (dockyardd raises its soft limit to the hard one, as dockerd does)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(16, min(1024, (soft if soft != resource.RLIM_INFINITY else 1 << 20) // 16))
 
 Create = Literal["all", "lower", "none"]
 # "all": create missing directories; "lower": only those that exist in a lower layer
@@ -59,6 +66,7 @@ class ScopedRoot:
         # recent parents (rel -> O_PATH fd, canonical path), least recently used first: most
         # tars are grouped by directory, some go round-robin over many
         self._parents: OrderedDict[str, tuple[int, str]] = OrderedDict()
+        self._cache_size = _parent_cache_size()
         self._stale: list[int] = []  # forgotten fds, closed at the next parent/remember call
 
     # ------------------------------------------------------------------ cache
@@ -97,7 +105,7 @@ class ScopedRoot:
         if old is not None:
             self._stale.append(old[0])
         self._parents[rel] = value
-        if len(self._parents) > _PARENT_CACHE:
+        if len(self._parents) > self._cache_size:
             self._stale.append(self._parents.popitem(last=False)[1][0])
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import resource
 import signal
 import sys
 from urllib.parse import urlparse
@@ -90,6 +91,14 @@ async def _serve(engine, hosts: list[str]) -> None:
             pass
 
 
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, as dockerd (Go) does: a pull keeps a
+    thousand directory fds per layer it unpacks. Containers get their own limits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str] | None = None) -> int:
     flags, config_file = parse_args(sys.argv[1:] if argv is None else argv)
     try:
@@ -105,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("dockyardd: must be run as root", file=sys.stderr)
         return 1
+    _raise_fd_limit()
     try:
         pid_fd = _lock_pidfile(config.pidfile)
     except DockyardError as e:

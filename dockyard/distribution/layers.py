@@ -1,8 +1,11 @@
 """The layers of a pull: downloaded in parallel into the content store and each unpacked as
 soon as it can be — while it is still streaming in, once the layer below it is a snapshot.
 
-Threads: up to PARALLEL_LAYERS download workers; the calling thread unpacks, in chain order
-(a layer's snapshot sits on its parent's, so unpacking is sequential). A download goes into
+Threads: up to PARALLEL_LAYERS download workers and as many unpack workers, given the layers
+in chain order. A layer's snapshot sits on its parent's; where the snapshotter's layers are
+independent (overlay), a layer is unpacked while its parent still is, and waits for it only
+when a lookup needs the layers below, and before it is committed (ImageService.unpack_layer).
+A layer's "Pull complete" comes after its parent's, as in docker. A download goes into
 a content-store writer (ingest ``pull-<digest>``: what an earlier, failed or cancelled, pull
 left is continued with an HTTP Range request) and flushes every chunk; the unpacker follows
 that ingest file through a file descriptor of its own (``Writer.open_reader``), waiting for
@@ -40,6 +43,9 @@ from dockyard.faults import crash_point
 from dockyard.images.model import Descriptor
 
 PARALLEL_LAYERS = 3  # docker's max-concurrent-downloads default
+# compressed bytes from which a layer unpacks in a worker process (on another CPU; starting
+# one takes ~50 ms, a few MB of small files take longer)
+UNPACK_IN_WORKER = 4 << 20
 PROGRESS_INTERVAL = 0.1  # seconds between two progress messages of one layer
 _WAIT_OTHER = 0.25  # how often a layer another pull is downloading looks again
 Emit = Callable[[dict[str, Any]], None]
@@ -64,6 +70,7 @@ class _Layer:
         self.committed = False  # the blob is verified and in the content store
         self.done = False  # its download is over, whichever way
         self.reported = False  # "Download complete" sent: extraction progress may follow
+        self.unpacked = False  # its snapshot is committed and "Pull complete" sent
         self.last_download = self.last_extract = 0.0
 
 
@@ -171,6 +178,7 @@ class LayerPull:
             layer.download = not self.content.exists(layer.digest)
         fetch = [layer for layer in self.layers if layer.download]
         pool = ThreadPoolExecutor(max(1, min(PARALLEL_LAYERS, len(fetch))), thread_name_prefix="pull")
+        unpackers = ThreadPoolExecutor(PARALLEL_LAYERS, thread_name_prefix="unpack")
         try:
             for layer in self.layers:
                 if layer.download or layer.extract:
@@ -184,10 +192,11 @@ class LayerPull:
                 if not layer.download and layer.extract:  # the blob is here: unpack from it
                     self._use_blob(layer)
             futures = [pool.submit(self._download_worker, layer) for layer in fetch]
-            parent = None
+            parent, below = None, None
             for layer in self.layers:
-                if layer.extract:
-                    self._unpack(layer, parent)
+                if layer.extract:  # submitted in chain order: the lowest layer left always runs
+                    futures.append(unpackers.submit(self._unpack_worker, layer, parent, below))
+                    below = layer
                 parent = layer.chain
             for f in futures:
                 f.result()
@@ -196,6 +205,7 @@ class LayerPull:
         except BaseException as e:
             self.fail(e)
         finally:
+            unpackers.shutdown(wait=True, cancel_futures=True)
             pool.shutdown(wait=True, cancel_futures=True)
             for f in self._files:
                 f.close()
@@ -291,7 +301,17 @@ class LayerPull:
 
     # ---------------------------------------------------------------- unpacking
 
-    def _unpack(self, layer: _Layer, parent: str | None) -> None:
+    def _unpack_worker(self, layer: _Layer, parent: str | None, below: _Layer | None) -> None:
+        """Unpack ``layer`` onto snapshot ``parent``; ``below``: the layer that snapshot is,
+        if this pull is still unpacking it."""
+        try:
+            self._unpack(layer, parent, None if below is None else lambda: self._wait(lambda: below.unpacked))
+        except Stopped:
+            pass
+        except BaseException as e:
+            self.fail(e)
+
+    def _unpack(self, layer: _Layer, parent: str | None, parent_ready: Callable[[], None] | None) -> None:
         self._wait(lambda: layer.reader is not None)
         stream = _Follow(self, layer)
 
@@ -300,7 +320,8 @@ class LayerPull:
             self.progress(layer, "Extracting", layer.size, force=True)
 
         try:
-            self.images.unpack_layer(stream, parent, layer.chain, layer.diff_id, self.lease, ready)
+            self.images.unpack_layer(stream, parent, layer.chain, layer.diff_id, self.lease, ready, parent_ready,
+                                     isolated=layer.size >= UNPACK_IN_WORKER)
         except DataCorruption:
             layer.suspect = True  # a corrupt download must not be continued by the next pull
             # Unpacked while it streamed in, the blob was not verified yet: a bad digest is
@@ -312,6 +333,7 @@ class LayerPull:
                 raise Stopped from None  # the download's own error is the pull's
             raise
         self.emit({"status": "Pull complete", "progressDetail": {}, "id": layer.id})
+        self._update(layer, unpacked=True)
 
 
 __all__ = ["PARALLEL_LAYERS", "LayerPull", "Stopped"]

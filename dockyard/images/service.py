@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 
 from dockyard import reference
 from dockyard.archive import apply_layer, detect_compression
+from dockyard.archive.worker import apply_layer_in_worker
 from dockyard.content.digest import sha256_digest
 from dockyard.errors import Conflict, DataCorruption, InvalidArgument, NotFound
 from dockyard.images import mediatypes as mt
@@ -34,6 +35,7 @@ from dockyard.images.model import (
 )
 from dockyard.images.timefmt import now_rfc3339, parse_rfc3339, to_rfc3339
 from dockyard.labels import label_matches
+from dockyard.snapshots import Mount
 
 SIZE_LABEL = "dockyard.layer.size"
 _HEX = set("0123456789abcdef")
@@ -441,13 +443,19 @@ class ImageService:
         return self._has_snapshot(chain)
 
     def unpack_layer(self, stream: BinaryIO, parent: str | None, chain: str, diff_id: str, lease: Lease,
-                     ready: Callable[[], None] | None = None) -> None:
+                     ready: Callable[[], None] | None = None,
+                     parent_ready: Callable[[], None] | None = None, isolated: bool = False) -> None:
         """Unpack one layer of a pull on top of ``parent`` as the snapshot ``chain``, outside
         the service lock (``lease`` keeps the work in progress from other operations'
         clean-ups). ``ready()`` is called once the layer is applied and its diff ID checked,
         before the snapshot is committed: the pull waits there for the blob's digest to be
-        verified, and raises to leave no snapshot."""
-        self._apply(stream, parent, chain, expected_diff_id=diff_id, lease=lease, ready=ready)
+        verified, and raises to leave no snapshot. ``parent_ready()``: ``parent`` is still
+        being unpacked; it waits until that is committed (or raises). Where the snapshotter's
+        layers are independent, this layer is unpacked meanwhile, into a snapshot that gets
+        its parent when a lookup first needs the layers below, or at the end. ``isolated``:
+        in a worker process (archive/worker.py), so that layers unpack on several CPUs."""
+        self._apply(stream, parent, chain, expected_diff_id=diff_id, lease=lease, ready=ready,
+                    parent_ready=parent_ready, isolated=isolated)
 
     def _has_snapshot(self, name: str) -> bool:
         try:
@@ -457,7 +465,8 @@ class ImageService:
             return False
 
     def _apply(self, stream: BinaryIO, parent: str | None, name: str | None, expected_diff_id: str | None = None,
-               *, lease: Lease | None = None, ready: Callable[[], None] | None = None) -> tuple[str, int]:
+               *, lease: Lease | None = None, ready: Callable[[], None] | None = None,
+               parent_ready: Callable[[], None] | None = None, isolated: bool = False) -> tuple[str, int]:
         """Apply one layer tar on top of ``parent`` and commit it under ``name`` (the chain ID;
         None: computed from the diff ID, for layers whose diff ID is only known afterwards).
         A layer some other operation committed meanwhile is kept, this copy dropped."""
@@ -465,9 +474,22 @@ class ImageService:
         if lease is not None:
             lease.add(snapshots=[key])
         try:
-            mounts = self.snapshotter.prepare(key, parent)
+            apply = apply_layer_in_worker if isolated else apply_layer
+            early = parent_ready is not None and parent is not None and self.snapshotter.independent_layers
+            if parent_ready is not None and not early:
+                parent_ready()
+            mounts = self.snapshotter.prepare(key, None if early else parent)
             try:
-                result = apply_layer(stream, mounts)
+                if early:
+                    assert parent is not None and parent_ready is not None
+
+                    def final_mounts() -> list[Mount]:
+                        parent_ready()
+                        return self.snapshotter.rebase(key, parent)
+
+                    result = apply(stream, mounts, final_mounts=final_mounts)
+                else:
+                    result = apply(stream, mounts)
                 if expected_diff_id and result.diff_id != expected_diff_id:
                     raise DataCorruption(f"layer diff ID mismatch: expected {expected_diff_id}, got {result.diff_id}")
                 if name is None:

@@ -12,6 +12,7 @@ writes into an overlay upperdir without mounting).
         def prepare(self, key, parent=None, labels=None) -> list[Mount]   # Conflict if key exists
         def view(self, key, parent=None, labels=None) -> list[Mount]
         def commit(self, name, key, labels=None) -> None         # active -> committed
+        def rebase(self, key, parent) -> list[Mount]              # independent_layers only
         def remove(self, key) -> None                            # Conflict if it has children
         def walk(self) -> Iterator[Info]
         def usage(self, key) -> Usage
@@ -25,6 +26,11 @@ Both keep their metadata in SQLite (``metadata.py``) and one directory per snaps
 by a short integer id (``storage.py``): ``<root>/snapshots/<id>/fs``. Views are read-only
 mounts (a write fails with EROFS). Committed snapshots cannot be mounted directly, a view
 cannot be committed, and a snapshot with children cannot be removed (Conflict).
+
+``independent_layers`` (overlay): an active snapshot's directory never depends on its
+parent's content, so a pull can unpack a layer into a snapshot prepared without a parent
+while the layer below is still being unpacked, then ``rebase`` it onto that parent once it
+is committed. Native snapshots copy their parent: rebase raises NotImplementedYet.
 """
 
 from dockyard.snapshots.base import Info, Kind, Mount, Snapshotter, Usage  # noqa: F401

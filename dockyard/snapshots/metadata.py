@@ -278,6 +278,17 @@ class MetaStore:
                 ),
             )
 
+    def rebase(self, key: str, parent: str) -> None:
+        """Give active ``key``, made without a parent, the committed ``parent``."""
+        with self._tx() as db:
+            rec = self._require(db, key)
+            if rec.kind is not Kind.ACTIVE or rec.parent_id is not None:
+                raise InvalidArgument(f"snapshot {key} is not an active snapshot without a parent")
+            prec = self._require(db, parent)
+            if prec.kind is not Kind.COMMITTED:
+                raise InvalidArgument(f"parent snapshot {parent} is not committed")
+            db.execute("UPDATE snapshots SET parent = ?, updated = ? WHERE id = ?", (prec.id, time.time(), rec.id))
+
     def begin_remove(self, key: str) -> int:
         """Mark ``key`` as being removed (it vanishes from every read) and return its id."""
         with self._tx() as db:

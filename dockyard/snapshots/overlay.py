@@ -31,6 +31,7 @@ def _base_options() -> list[str]:
 
 class OverlaySnapshotter(DirectorySnapshotter):
     name = "overlay"
+    independent_layers = True  # rebase: the root keeps its own owner and mode (the caller's)
 
     def __init__(self, root: str) -> None:
         root = os.path.abspath(root)

@@ -24,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 
-from dockyard.errors import Conflict, InvalidArgument, Unavailable
+from dockyard.errors import Conflict, InvalidArgument, NotImplementedYet, Unavailable
 from dockyard.snapshots.base import Info, Kind, Mount, Usage
 from dockyard.snapshots.fsutil import disk_usage, fsync_dir, remove_tree
 from dockyard.snapshots.metadata import MetaStore, Record
@@ -36,6 +36,7 @@ class DirectorySnapshotter:
     """Base class; subclasses set ``name`` and implement ``_populate`` and ``_mounts``."""
 
     name = ""
+    independent_layers = False
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
@@ -155,6 +156,14 @@ class DirectorySnapshotter:
         # not be written to while it is being committed, as in containerd.
         usage = disk_usage(self._fs(rec.id)) if rec.kind is Kind.ACTIVE else Usage()
         self._meta.commit(name, key, labels, usage)
+
+    def rebase(self, key: str, parent: str) -> list[Mount]:
+        """Put active ``key``, prepared without a parent, on top of committed ``parent``
+        (a layer unpacked while its parent was still being unpacked); returns its mounts."""
+        if not self.independent_layers:
+            raise NotImplementedYet(f"the {self.name} snapshotter cannot rebase a snapshot: its layers copy their parents")
+        self._meta.rebase(key, parent)
+        return self.mounts(key)
 
     def remove(self, key: str) -> None:
         from dockyard.mount import mounts_under  # lazy: dockyard.mount imports this package

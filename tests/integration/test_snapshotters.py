@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dockyard.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from dockyard.errors import Conflict, InvalidArgument, NotFound, NotImplementedYet, Unavailable
 from dockyard.mount import (
     mount_all,
     mounts_under,
@@ -291,6 +291,34 @@ def test_commit_rules(snapshotter: Snapshotter) -> None:
     with pytest.raises(InvalidArgument, match="committed"):
         sn.commit("c3", "c")
     assert sn.stat("b").kind is Kind.ACTIVE  # the failed commit changed nothing
+
+
+def test_rebase_gives_a_parentless_snapshot_its_parent(snapshotter: Snapshotter, tmp_path: Path) -> None:
+    sn = snapshotter
+    with mounted(sn.prepare("upper"), tmp_path) as p:  # filled before its parent exists
+        (p / "etc").mkdir()
+        (p / "etc" / "os-release").write_text("upper")
+    layer(sn, tmp_path, "base", None, {"etc/os-release": "base", "bin/sh": "#!sh"})
+    if not sn.independent_layers:
+        with pytest.raises(NotImplementedYet, match="cannot rebase"):
+            sn.rebase("upper", "base")
+        assert sn.stat("upper").parent is None
+        return
+    with pytest.raises(InvalidArgument, match="not committed"):
+        sn.rebase("upper", "upper")
+    with pytest.raises(NotFound):
+        sn.rebase("upper", "missing")
+    assert sn.stat("upper").parent is None  # the refusals changed nothing
+    mounts = sn.rebase("upper", "base")
+    assert sn.stat("upper").parent == "base"
+    assert mounts == sn.mounts("upper")
+    with pytest.raises(InvalidArgument, match="without a parent"):
+        sn.rebase("upper", "base")
+    sn.commit("top", "upper")
+    assert view_tree(sn, tmp_path, "top") == {
+        "etc": "<dir>", "etc/os-release": "upper", "bin": "<dir>", "bin/sh": "#!sh"}
+    with pytest.raises(Conflict, match="has children"):
+        sn.remove("base")
 
 
 def test_duplicate_key_conflicts(snapshotter: Snapshotter) -> None:

@@ -11,15 +11,15 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
 import zstandard
 
-from dockyard import syscalls
 from dockyard.archive import ApplyResult, apply_layer, compress, decompress, detect_compression
+from dockyard.archive.worker import apply_layer_in_worker
 from dockyard.errors import DataCorruption, InvalidArgument
 from dockyard.mount import mounts_under
 from dockyard.snapshots.base import Mount
@@ -58,6 +58,14 @@ class Pipe(io.RawIOBase):
         buf[:n] = self._data[:n]
         self._data = self._data[n:]
         return n
+
+
+@pytest.fixture(autouse=True, params=["in-process", "worker"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test applies layers both here and in a worker process (archive/worker.py)."""
+    if request.param == "worker":
+        monkeypatch.setattr(sys.modules[__name__], "apply_layer", apply_layer_in_worker)
+    return request.param
 
 
 def bind(path: Path) -> list[Mount]:
@@ -336,6 +344,45 @@ def test_overlay_whiteouts_and_real_mount(dirs) -> None:
     assert tree_state(dirs["native"], mtime=False) == merged_state
 
 
+def test_lowers_that_come_late(dirs) -> None:
+    """A layer unpacked before the one below it is done (a pull): into a bare upperdir whose
+    overlay mounts ``final_mounts`` gives once, when a lookup first needs the lowers (here
+    ``a/.wh.x`` without an ``a/`` entry) or at the end. The result is the overlay apply's,
+    and the root takes the lower root's owner and mode unless the tar sets them."""
+    apply_layer(io.BytesIO(base_layer()), bind(dirs["lower"]))
+    os.chown(dirs["lower"], 7, 8)
+    os.chmod(dirs["lower"], 0o711)
+    apply_layer(io.BytesIO(whiteout_layer()), overlay(dirs["lower"], dirs["upper"], dirs["work"]))
+    expected = tree_state(dirs["upper"], mtime=False)
+    os.chown(dirs["upper"], 7, 8)  # what the overlay snapshotter's prepare does
+    os.chmod(dirs["upper"], 0o711)
+    expected["."] = tree_state(dirs["upper"], mtime=False)["."]
+
+    for n, (layer, asks_early) in enumerate([(whiteout_layer(), True), (tar(reg("added", b"added")), False)]):
+        upper = dirs["native"] / f"upper{n}"
+        upper.mkdir(mode=0o755)
+        asked: list[bool] = []
+
+        def final_mounts(upper: Path = upper, asked: list[bool] = asked) -> list[Mount]:
+            asked.append((upper / "added").exists())  # whether the layer's last entry is in yet
+            return overlay(dirs["lower"], upper, dirs["work"])
+
+        apply_layer(io.BytesIO(layer), bind(upper), final_mounts=final_mounts)
+        assert asked == [not asks_early], "asked once: early for a lookup, else at the end"
+        st = os.lstat(upper)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o711, 7, 8)
+    assert tree_state(dirs["native"] / "upper0", mtime=False) == expected
+    with overlay_mount(dirs["merged"], [dirs["native"] / "upper0", dirs["lower"]]) as merged:
+        expect_whiteouts_applied(merged)
+
+    upper = dirs["native"] / "root-entry"  # a tar that sets the root keeps its own
+    upper.mkdir()
+    apply_layer(io.BytesIO(tar(dir_("./", 0o750, uid=3, gid=4))), bind(upper),
+                final_mounts=lambda: overlay(dirs["lower"], upper, dirs["work"]))
+    st = os.lstat(upper)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o750, 3, 4)
+
+
 @pytest.mark.parametrize("mode", ["native", "overlay"])
 def test_whiteouts_never_hide_same_layer_content(mode: str, dirs) -> None:
     base = tar(dir_("d/"), reg("d/lower", b"l"), dir_("e/"), reg("e/lower", b"l"), reg("f", b"lower"))
@@ -407,37 +454,6 @@ def test_paths_through_lower_symlinks(mode: str, dirs) -> None:
             ctx.__exit__(None, None, None)
 
 
-def test_lowers_for_lookup_override(dirs, tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    other.mkdir()
-    apply_layer(io.BytesIO(tar(dir_("p/", 0o701, uid=9))), bind(other))
-    apply_layer(io.BytesIO(tar(reg("p/f"))), overlay(dirs["lower"], dirs["upper"], dirs["work"]),
-                lowers_for_lookup=[str(other)])
-    p = os.lstat(dirs["upper"] / "p")
-    assert (stat.S_IMODE(p.st_mode), p.st_uid) == (0o701, 9)
-
-
-# --------------------------------------------------------------------------- speed
-
-
-def test_throughput_beats_60k_files_per_minute(dirs) -> None:
-    entries = []
-    for i in range(50):
-        entries.append(dir_(f"d{i}/"))
-        entries.extend(reg(f"d{i}/f{j}", b"x" * 200) for j in range(200))
-    data = compressed(tar(*entries), "gzip")
-    # on tmpfs: this measures the code, not the disk's writeback stalls
-    target = dirs["native"]
-    syscalls.mount("tmpfs", str(target), "tmpfs", 0, "size=256m")
-    try:
-        start = time.monotonic()
-        apply_layer(io.BytesIO(data), bind(target))
-        elapsed = time.monotonic() - start
-    finally:
-        syscalls.umount(str(target))
-    assert elapsed < len(entries) / 1000, f"{len(entries)} entries took {elapsed:.1f}s"
-
-
 def test_gnu_tar_output_applies(dirs, tmp_path: Path) -> None:
     """A tar written by GNU tar (long names, its own header flavour) applies and hashes."""
     if shutil.which("tar") is None:
@@ -503,3 +519,4 @@ def test_stack_of_parses_snapshot_mounts() -> None:
     assert stack_of([]).dirs == []
     with pytest.raises(InvalidArgument):
         stack_of([Mount("tmpfs", "tmpfs", [])])
+

@@ -1,8 +1,9 @@
 """Hostile layer tars must stay inside the extraction root.
 
 Every case of tests/fixtures/malicious_tars.py is applied in native (bind) and overlay
-(upperdir) mode, resolving paths with openat2 and with the manual walk, next to a sentinel
-directory. Nothing outside the target -- the sentinel, the lower layer, the test's other
+(upperdir) mode, and into an upperdir whose lowers come late (``final_mounts``, as a pull
+unpacks a layer before the one below it is done), resolving paths with openat2, with the
+manual walk and (openat2) in a worker process, next to a sentinel directory. Nothing outside the target -- the sentinel, the lower layer, the test's other
 directories, the host -- may change; what the case expects inside is checked through a
 real overlay mount of the result.
 """
@@ -13,12 +14,14 @@ import hashlib
 import io
 import os
 import stat
+import sys
 from pathlib import Path
 
 import pytest
 
 from dockyard import syscalls
 from dockyard.archive import apply_layer, scoped
+from dockyard.archive.worker import apply_layer_in_worker
 from dockyard.errors import DataCorruption
 from dockyard.mount import mounts_under
 from dockyard.snapshots.base import Mount
@@ -67,12 +70,14 @@ def overlay_xattrs(top: Path) -> list[tuple[str, str]]:
     return found
 
 
-@pytest.fixture(params=["openat2", "walk"])
+@pytest.fixture(params=["openat2", "walk", "worker"])
 def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "openat2" and not syscalls.has_openat2():
+    if request.param != "walk" and not syscalls.has_openat2():
         pytest.skip("kernel without openat2")
     if request.param == "walk":
         monkeypatch.setattr(scoped, "has_openat2", lambda: False)
+    if request.param == "worker":
+        monkeypatch.setattr(sys.modules[__name__], "apply_layer", apply_layer_in_worker)
     return request.param
 
 
@@ -95,12 +100,16 @@ def apply_case(case: Case, mode: str, tmp_path: Path, sentinel: Path) -> None:
         d.mkdir()
     for layer in case.layers[:-1]:  # the lower snapshot is built natively in both modes
         apply_layer(_stream(layer), [Mount("bind", str(lower), ["rw", "rbind"])])
+    final_mounts = None
     if mode == "native":
         target, mounts = lower, [Mount("bind", str(lower), ["rw", "rbind"])]
     else:
         target = upper
         mounts = [Mount("overlay", "overlay",
                         [f"lowerdir={lower}", f"upperdir={upper}", f"workdir={work}"])]
+        if mode == "pending":  # the same overlay, known only when the applier asks
+            final_mounts = mounts.copy
+            mounts = [Mount("bind", str(upper), ["rw", "rbind"])]
     skip = {target, work}
     before = tree(tmp_path, skip)
     secret_st = os.lstat(sentinel / "secret")
@@ -108,9 +117,9 @@ def apply_case(case: Case, mode: str, tmp_path: Path, sentinel: Path) -> None:
 
     if case.raises:
         with pytest.raises(DataCorruption):
-            apply_layer(_stream(case.layers[-1]), mounts)
+            apply_layer(_stream(case.layers[-1]), mounts, final_mounts=final_mounts)
     else:
-        apply_layer(_stream(case.layers[-1]), mounts)
+        apply_layer(_stream(case.layers[-1]), mounts, final_mounts=final_mounts)
 
     assert tree(tmp_path, skip) == before, "something outside the target changed"
     assert sorted(os.listdir(sentinel)) == listing
@@ -122,7 +131,7 @@ def apply_case(case: Case, mode: str, tmp_path: Path, sentinel: Path) -> None:
     for p in case.host_paths:
         assert not os.path.lexists(p), f"{p} was created on the host"
     # overlay markers only ever come from whiteouts, never from the tar's own xattrs
-    allowed = {"trusted.overlay.opaque"} if mode == "overlay" else set()
+    allowed = set() if mode == "native" else {"trusted.overlay.opaque"}
     assert [x for x in overlay_xattrs(target) if x[1] not in allowed] == []
 
 
@@ -141,7 +150,7 @@ def check_merged(case: Case, mode: str, tmp_path: Path) -> None:
         case.check(View(merged))
 
 
-@pytest.mark.parametrize("mode", ["native", "overlay"])
+@pytest.mark.parametrize("mode", ["native", "overlay", "pending"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_malicious_tar_is_contained(name: str, mode: str, resolver: str, tmp_path: Path) -> None:
     sentinel = make_sentinel(tmp_path)
