@@ -145,12 +145,14 @@ def clean(name: str) -> str:
 
 
 def apply_layer(stream: BinaryIO, mounts: Sequence[Mount], *,
-                final_mounts: Callable[[], Sequence[Mount]] | None = None) -> ApplyResult:
+                final_mounts: Callable[[], Sequence[Mount]] | None = None, whiteouts: bool = True) -> ApplyResult:
     """Apply a (possibly compressed) layer tar onto the snapshot ``mounts`` describe.
 
     ``final_mounts``: ``mounts`` (a bind) is an overlay upperdir whose lower layers are
     still being unpacked; called once, when a lookup first needs those and at the latest
-    before returning, it waits for them and returns the snapshot's overlay mounts. Raises
+    before returning, it waits for them and returns the snapshot's overlay mounts.
+    ``whiteouts=False``: the tar is not an image layer (a build context): ``.wh.`` names are
+    files like any other. Raises
     DataCorruption for malformed or unsafe archives; the snapshot may then hold a partial
     layer and should be removed.
     """
@@ -162,7 +164,7 @@ def apply_layer(stream: BinaryIO, mounts: Sequence[Mount], *,
     plain = decompress(stream)
     reader = _Hashing(plain)
     ahead = _ReadAhead(reader)
-    applier = _Applier(target, lowers)
+    applier = _Applier(target, lowers, whiteouts)
     try:
         try:
             tf = tarfile.open(fileobj=ahead, mode="r|", encoding="utf-8", errors="surrogateescape",
@@ -354,8 +356,9 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class _Applier:
-    def __init__(self, target: Stack, lowers: list[str] | _PendingView) -> None:
+    def __init__(self, target: Stack, lowers: list[str] | _PendingView, whiteouts: bool = True) -> None:
         self.overlay = target.overlay
+        self.whiteouts = whiteouts
         self.pending = lowers if isinstance(lowers, _PendingView) else None
         self.root_seen = False  # the tar set the root directory's metadata
         lower: LayerView | None = self.pending
@@ -384,15 +387,16 @@ class _Applier:
             if m.isdir():
                 self._root_dir(m)
             return  # anything else cannot replace the root
-        if name.startswith(META_PREFIX):
-            return  # aufs metadata (.wh..wh.plnk/...) is not content
         parent, _, base = name.rpartition("/")
-        if base == OPAQUE_MARKER:
-            return self._opaque(parent)
-        if base.startswith(META_PREFIX):
-            return
-        if base.startswith(WHITEOUT_PREFIX):
-            return self._whiteout(parent, base[len(WHITEOUT_PREFIX):])
+        if self.whiteouts and ".wh." in name:
+            if name.startswith(META_PREFIX):
+                return  # aufs metadata (.wh..wh.plnk/...) is not content
+            if base == OPAQUE_MARKER:
+                return self._opaque(parent)
+            if base.startswith(META_PREFIX):
+                return
+            if base.startswith(WHITEOUT_PREFIX):
+                return self._whiteout(parent, base[len(WHITEOUT_PREFIX):])
         res = self.root.parent(parent, "all")
         assert res is not None
         pfd, pcanon = res

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard import reference
+from dockyard.archive.layers import WHITEOUT_PREFIX
 from dockyard.builder.cache import BuildCache, StepKey
 from dockyard.builder.context import SourceTree
 from dockyard.builder.parser import Dockerfile, Instruction, parse
@@ -785,6 +786,7 @@ def _add_archive(tf: tarfile.TarFile, path: str, target: str, made: set[str]) ->
             if not name:
                 continue
             member.name = posixpath.join(target, name).lstrip("/")
+            _not_a_whiteout(member.name)
             if member.islnk():
                 member.linkname = posixpath.join(target, clean(member.linkname)).lstrip("/")
             _parents(tf, posixpath.dirname(member.name), made)
@@ -805,7 +807,16 @@ def _parents(tf: tarfile.TarFile, path: str, made: set[str]) -> None:
             tf.addfile(info)
 
 
+def _not_a_whiteout(name: str) -> None:
+    """A layer entry named .wh.* hides files (OCI whiteouts): refused rather than letting a
+    copied file vanish, or delete another, wherever the image is unpacked (as in docker)."""
+    if posixpath.basename(name.rstrip("/")).startswith(WHITEOUT_PREFIX):
+        raise InvalidArgument(f"cannot copy {name.lstrip('/')}: names starting with {WHITEOUT_PREFIX} are reserved "
+                              "for layer whiteouts")
+
+
 def _info(full: str, name: str, chown: tuple[int, int], chmod: int | None) -> tarfile.TarInfo:
+    _not_a_whiteout(name)
     st = os.lstat(full)
     info = tarfile.TarInfo(name.lstrip("/"))
     info.mtime = st.st_mtime

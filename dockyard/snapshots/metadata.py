@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     labels  TEXT NOT NULL DEFAULT '{}',
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    -- disk usage, measured once at commit (committed snapshots are immutable)
+    -- disk usage of a committed snapshot, measured the first time it is asked for (it is
+    -- immutable): a commit does not walk the tree on the way of a pull or a build
     size    INTEGER,
     inodes  INTEGER,
     state   TEXT NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'removing'))
@@ -255,7 +256,7 @@ class MetaStore:
             place(id_)
             return self._require(db, key)
 
-    def commit(self, name: str, key: str, labels: dict[str, str] | None, usage: Usage) -> None:
+    def commit(self, name: str, key: str, labels: dict[str, str] | None) -> None:
         """Turn active ``key`` into committed ``name``; ``labels`` None keeps the old ones."""
         _check_key(name)
         new_labels = _check_labels(labels) if labels is not None else None
@@ -266,17 +267,15 @@ class MetaStore:
             if name != key and self._get(db, name) is not None:
                 raise Conflict(f"snapshot {name} already exists")
             db.execute(
-                "UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, updated = ?,"
-                " size = ?, inodes = ? WHERE id = ?",
-                (
-                    name,
-                    json.dumps(new_labels if new_labels is not None else rec.labels),
-                    time.time(),
-                    usage.size,
-                    usage.inodes,
-                    rec.id,
-                ),
+                "UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, updated = ? WHERE id = ?",
+                (name, json.dumps(new_labels if new_labels is not None else rec.labels), time.time(), rec.id),
             )
+
+    def set_usage(self, id_: int, usage: Usage) -> None:
+        """Record a committed snapshot's measured disk usage."""
+        with self._tx() as db:
+            db.execute("UPDATE snapshots SET size = ?, inodes = ? WHERE id = ? AND kind = 'committed'",
+                       (usage.size, usage.inodes, id_))
 
     def rebase(self, key: str, parent: str) -> None:
         """Give active ``key``, made without a parent, the committed ``parent``."""

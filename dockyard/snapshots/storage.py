@@ -151,11 +151,8 @@ class DirectorySnapshotter:
         return self.mounts(key)
 
     def commit(self, name: str, key: str, labels: dict[str, str] | None = None) -> None:
-        rec = self._meta.get(key)
-        # Measured outside the metadata lock (it walks the tree); the active snapshot must
-        # not be written to while it is being committed, as in containerd.
-        usage = disk_usage(self._fs(rec.id)) if rec.kind is Kind.ACTIVE else Usage()
-        self._meta.commit(name, key, labels, usage)
+        # the active snapshot must not be written to once it is committed, as in containerd
+        self._meta.commit(name, key, labels)
 
     def rebase(self, key: str, parent: str) -> list[Mount]:
         """Put active ``key``, prepared without a parent, on top of committed ``parent``
@@ -180,7 +177,10 @@ class DirectorySnapshotter:
         rec = self._meta.get(key)
         if rec.usage is not None:
             return rec.usage
-        return disk_usage(self._fs(rec.id))
+        usage = disk_usage(self._fs(rec.id))  # outside the metadata lock: it walks the tree
+        if rec.kind is Kind.COMMITTED:
+            self._meta.set_usage(rec.id, usage)  # immutable: measured once
+        return usage
 
     def close(self) -> None:
         if self._closed:

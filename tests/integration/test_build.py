@@ -342,6 +342,31 @@ def test_context_symlinks_never_reach_the_host(cli: Daemon, kind: str, tmp_path:
     assert res.returncode == 1 and "root:" not in res.stderr + res.stdout, res.stderr
 
 
+@pytest.mark.parametrize("kind", CLIS)
+def test_context_files_named_like_whiteouts(cli: Daemon, kind: str, tmp_path: Path) -> None:
+    """A context is not an image layer: its ``.wh.*`` files arrive (sent as a tar by docker's
+    CLI, read in place by dockyard's; here the Dockerfile is one), but copying one into a
+    layer, where it would hide files, is refused with one clear line."""
+    ctx = _context(tmp_path, "")
+    (ctx / "Dockerfile").unlink()
+    (ctx / ".wh.Dockerfile").write_text("FROM busybox\nCOPY . /ctx/\n")
+    (ctx / "sub" / ".wh.a").write_text("a whiteout of a\n")
+    name = f"{unique('whnames')}:v1"
+    before = cli.cli("images", "-a", "-q").stdout
+    res = cli.client(kind)("build", "-f", ".wh.Dockerfile", "-t", name, str(ctx), check=False)
+    assert res.returncode == 1, res.stdout
+    assert "cannot copy ctx/sub/.wh.a: names starting with .wh. are reserved for layer whiteouts" in res.stderr, \
+        res.stderr
+    assert cli.cli("images", "-a", "-q").stdout == before
+    (ctx / ".dockerignore").write_text("**/.wh.*\n")  # the Dockerfile is sent all the same
+    cli.client(kind)("build", "-q", "-f", ".wh.Dockerfile", "-t", name, str(ctx))
+    try:
+        out = cli.cli("run", "--rm", name, "find", "/ctx", "-type", "f").stdout.split()
+        assert sorted(out) == ["/ctx/greeting.txt", "/ctx/script.sh", "/ctx/sub/a"]
+    finally:
+        cli.cli("rmi", name)
+
+
 def test_in_place_context_remembers_file_digests(cli: Daemon, tmp_path: Path) -> None:
     """The dockyard CLI's context is read in place: an unchanged rebuild takes every COPY
     from the cache, and the daemon keeps each file's digest by its identity, so files are

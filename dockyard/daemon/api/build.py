@@ -60,7 +60,7 @@ def _unpack_context(body, directory: str) -> None:  # noqa: ANN001
     from dockyard.snapshots import Mount
 
     os.makedirs(directory, mode=0o700)
-    apply_layer(body, [Mount("bind", directory, ["rbind", "rw"])])
+    apply_layer(body, [Mount("bind", directory, ["rbind", "rw"])], whiteouts=False)
 
 
 async def build(request: web.Request) -> web.StreamResponse:
