@@ -10,6 +10,9 @@ gets the ``-t`` names. The JSON stream is docker's: "Step N/M : ...", " ---> Run
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
 import os
 import posixpath
 import re
@@ -26,11 +29,13 @@ from typing import Any
 from dockyard import reference
 from dockyard.archive.layers import WHITEOUT_PREFIX
 from dockyard.builder.cache import BuildCache, StepKey
+from dockyard.builder.cache_from import CacheSources, layer_writer
 from dockyard.builder.context import SourceTree
 from dockyard.builder.parser import Dockerfile, Instruction, parse
 from dockyard.builder.shell_words import expand, expand_heredoc, expand_words
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
 
+log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 _HEREDOC_ONLY = re.compile(r"<<-?([\"']?)[A-Za-z_][A-Za-z0-9_]*\1")
@@ -63,6 +68,18 @@ class BuildOptions:
     remove: bool = True  # docker's rm: intermediate containers of successful steps
     force_remove: bool = False  # also those of failed steps
     explain_cache: bool = False  # dockyard's: say why each step missed the cache
+    cache_from: list[str] = field(default_factory=list)  # images whose history is a cache too
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What a step's image records: its history entry's ``created_by``, whether it has a
+    layer, its config section and author (how a --cache-from image is matched and reused)."""
+
+    created_by: str
+    empty_layer: bool
+    config: dict[str, Any]
+    author: str = ""
 
 
 @dataclass
@@ -89,10 +106,20 @@ class Build:
         self.stages: list[_Stage] = []
         self.cache: BuildCache = engine.build_cache
         # the context less .dockerignore; read in place, its file digests are remembered
-        self.source = SourceTree(context_dir, ignore=True, always=(options.dockerfile.lstrip("/"), ".dockerignore"),
-                                 digests=self.cache if in_place else None)
+        self.source = SourceTree(context_dir, ignore=True, digests=self.cache if in_place else None)
+        self.sources = CacheSources(self._cache_sources(options.cache_from))
         self.step = ""  # "Step N/M", for explanations
         self.first_miss = ""  # the first step of this build that missed the cache
+
+    def _cache_sources(self, names: list[str]) -> list[Any]:
+        """The --cache-from images there are; a missing one is skipped (docker logs it)."""
+        found = []
+        for name in names:
+            try:
+                found.append(self.images.resolve(name))
+            except (NotFound, InvalidArgument):
+                log.warning("build: --cache-from %s: no such image, skipped", name)
+        return found
 
     # ------------------------------------------------------------------ output
 
@@ -352,18 +379,20 @@ class Build:
     # ------------------------------------------------------------------ the cache
 
     def _key(self, stage: _Stage, kind: str, text: Any, sources: dict[str, str] | None = None) -> StepKey:
-        import json
-
         parent = stage.image.id if stage.image is not None else "scratch"
         return StepKey(parent, kind, text if isinstance(text, str) else json.dumps(text, sort_keys=True),
                        dict(stage.args), dict(sources or {}), keyed_args=kind == "run")
 
-    def _cached(self, stage: _Stage, key: StepKey) -> bool:
-        """A hit: the step's image becomes the stage's ("Using cache"). A miss: False, after
-        saying why when asked to."""
+    def _cached(self, stage: _Stage, key: StepKey, step: _Step) -> bool:
+        """A hit, in this host's build cache or in a --cache-from image: the step's image
+        becomes the stage's ("Using cache"). A miss: False, after saying why when asked to."""
         exists = self.images.metadata.exists
         if not self.opts.no_cache:
             image_id = self.cache.get(key, exists)
+            if image_id is None:
+                image_id = self._from_sources(stage, step)
+                if image_id is not None:
+                    self.cache.put(key, image_id)
             if image_id is not None:
                 self.say(" ---> Using cache\n")
                 stage.image = self.images.resolve(image_id)
@@ -377,6 +406,13 @@ class Build:
         self.first_miss = self.first_miss or self.step
         return False
 
+    def _from_sources(self, stage: _Stage, step: _Step) -> str | None:
+        found = self.sources.find(stage.image, step.created_by, step.empty_layer) if self.sources.images else None
+        if found is None:
+            return None
+        write = None if found.layer is None else layer_writer(self.images.content, found)
+        return self.images.add_step(stage.image, step.config, step.created_by, write_layer=write, author=step.author)
+
     # ------------------------------------------------------------------ images of steps
 
     def _image_config(self, stage: _Stage, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -389,9 +425,10 @@ class Build:
         config = self._image_config(stage, labels)
         author = stage.config.get("__author", "")
         key = self._key(stage, "metadata", [text, config, author])
-        if self._cached(stage, key):
+        created_by = f"/bin/sh -c #(nop)  {text}"
+        if self._cached(stage, key, _Step(created_by, True, config, author)):
             return
-        image_id = self.images.add_step(stage.image, config, f"/bin/sh -c #(nop)  {text}", author=author)
+        image_id = self.images.add_step(stage.image, config, created_by, author=author)
         self.cache.put(key, image_id)
         stage.image = self.images.resolve(image_id)
 
@@ -417,7 +454,10 @@ class Build:
         env = [f"{k}={v}" for k, v in {**proxies, **stage.args}.items()]
         workdir, user = stage.config.get("WorkingDir") or "", stage.config.get("User") or ""
         key = self._key(stage, "run", [argv, workdir, user, self.opts.network, self._image_config(stage)])
-        if self._cached(stage, key):
+        # docker's: the build args in use, sorted, before the command ("|1 WHO=world /bin/sh -c ...")
+        in_use = sorted(f"{k}={v}" for k, v in stage.args.items())
+        created_by = " ".join([f"|{len(in_use)}", *in_use, *argv] if in_use else argv)
+        if self._cached(stage, key, _Step(created_by, False, self._image_config(stage))):
             return
         body = {"Image": stage.image.id, "Cmd": argv, "Entrypoint": [""], "Env": env,
                 "WorkingDir": workdir, "User": user,
@@ -436,7 +476,8 @@ class Build:
                 raise BuildError(f"The command '{shown}' returned a non-zero code: {code}", code)
             from dockyard.daemon.container_fs import commit
 
-            image_id = commit(self.containers, cid, pause=False, config=self._image_config(stage))
+            image_id = commit(self.containers, cid, pause=False, config=self._image_config(stage),
+                              created_by=created_by)
             self.cache.put(key, image_id)
             stage.image = self.images.resolve(image_id)
             ok = True
@@ -604,9 +645,15 @@ class Build:
             matched += found
         if len(matched) > 1:
             dest_is_dir = True
+        digests = tree.digests(matched)
         key = self._key(stage, what.lower(), [words, chown, chmod, target, dest_is_dir, self._image_config(stage)],
-                        sources=tree.digests(matched))
-        if self._cached(stage, key):
+                        sources=digests)
+        # docker's form, naming what is copied by a hash of it: "COPY file:<hex> in /app "
+        kind = "multi" if len(matched) > 1 else "dir" if os.path.isdir(os.path.join(root, matched[0])) else "file"
+        flags = "".join(f"--{f}={inst.flags[f][-1]} " for f in ("chown", "chmod") if f in inst.flags)
+        created_by = (f"/bin/sh -c #(nop) {what} {flags}{kind}:"
+                      f"{hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()} in {dest} ")
+        if self._cached(stage, key, _Step(created_by, False, self._image_config(stage))):
             return
         from_url = shown is not None
 
@@ -628,10 +675,12 @@ class Build:
                         _parents(tf, posixpath.dirname(name), made)
                         _add_file(tf, full, name, chown, chmod)
 
-        created_by = f"/bin/sh -c #(nop) {what} {' '.join(shown or words)}"
         parent = stage.image
 
-        image_id = self.images.add_step(parent, self._image_config(stage), created_by, write_layer=write)
+        try:
+            image_id = self.images.add_step(parent, self._image_config(stage), created_by, write_layer=write)
+        except InvalidArgument as e:  # a source the layer cannot carry
+            raise BuildError(f"{what} failed: {e}") from None
         self.cache.put(key, image_id)
         stage.image = self.images.resolve(image_id)
 

@@ -24,12 +24,11 @@ from dockyard.errors import InvalidArgument
 
 
 class SourceTree:
-    def __init__(self, root: str, *, ignore: bool = False, always: tuple[str, ...] = (),
-                 digests: Any = None) -> None:
+    def __init__(self, root: str, *, ignore: bool = False, digests: Any = None) -> None:
         self.root = os.path.realpath(root)
+        # an excluded Dockerfile or .dockerignore is read all the same, but not copied (docker)
         patterns = dockerignore.load(self.root) if ignore else []
-        self.matcher = dockerignore.Matcher([*patterns, *(dockerignore.Pattern(p, exception=True, literal=True)
-                                                          for p in always)]) if patterns else None
+        self.matcher = dockerignore.Matcher(patterns) if patterns else None
         self._digests = digests  # a BuildCache remembering file digests (in-place contexts)
 
     def excluded(self, rel: str) -> bool:

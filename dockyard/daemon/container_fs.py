@@ -71,7 +71,8 @@ def _image_config(rec: Any, image_id: str, overrides: dict[str, Any] | None, cha
 
 def commit(svc: Any, ref: str, *, repo: str | None = None, tag: str | None = None, comment: str = "",
            author: str = "", changes_: list[str] | None = None, pause: bool = True,
-           overrides: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> str:
+           overrides: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+           created_by: str | None = None) -> str:
     """``POST /commit``: checks everything first (changes, the name), then writes the layer,
     so bad input leaves no blob, snapshot or image behind."""
     if overrides is not None and not isinstance(overrides, dict):
@@ -92,7 +93,7 @@ def commit(svc: Any, ref: str, *, repo: str | None = None, tag: str | None = Non
         with _image_view(svc, rec) as lower:
             image_id = svc.images.commit(img, lower, svc.snapshotter.mounts(rec.snapshot_key), config, repo=repo,
                                          tag=tag, comment=comment, author=author,
-                                         created_by=" ".join(command_of(rec.config)))
+                                         created_by=created_by or " ".join(command_of(rec.config)))
     finally:
         if freeze:
             with contextlib.suppress(Conflict):

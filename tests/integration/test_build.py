@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -353,18 +354,62 @@ def test_context_files_named_like_whiteouts(cli: Daemon, kind: str, tmp_path: Pa
     (ctx / "sub" / ".wh.a").write_text("a whiteout of a\n")
     name = f"{unique('whnames')}:v1"
     before = cli.cli("images", "-a", "-q").stdout
-    res = cli.client(kind)("build", "-f", ".wh.Dockerfile", "-t", name, str(ctx), check=False)
+    res = cli.client(kind)("build", "-f", str(ctx / ".wh.Dockerfile"), "-t", name, str(ctx), check=False)
     assert res.returncode == 1, res.stdout
-    assert "cannot copy ctx/sub/.wh.a: names starting with .wh. are reserved for layer whiteouts" in res.stderr, \
-        res.stderr
+    assert re.search(r"^COPY failed: cannot copy ctx/(sub/)?\.wh\.\S+: names starting with \.wh\. are reserved "
+                     r"for layer whiteouts$", res.stderr, re.M), res.stderr
     assert cli.cli("images", "-a", "-q").stdout == before
     (ctx / ".dockerignore").write_text("**/.wh.*\n")  # the Dockerfile is sent all the same
-    cli.client(kind)("build", "-q", "-f", ".wh.Dockerfile", "-t", name, str(ctx))
+    cli.client(kind)("build", "-q", "-f", str(ctx / ".wh.Dockerfile"), "-t", name, str(ctx))
     try:
         out = cli.cli("run", "--rm", name, "find", "/ctx", "-type", "f").stdout.split()
-        assert sorted(out) == ["/ctx/greeting.txt", "/ctx/script.sh", "/ctx/sub/a"]
+        assert sorted(out) == ["/ctx/.dockerignore", "/ctx/greeting.txt", "/ctx/script.sh", "/ctx/sub/a"]
     finally:
         cli.cli("rmi", name)
+
+
+CACHE_FROM_DOCKERFILE = """\
+FROM busybox
+ARG WHO=world
+ENV GREETING=hello
+COPY greeting.txt /app/
+RUN echo "$GREETING $WHO" > /app/ran.txt && date +%s%N > /app/when.txt
+COPY sub/ /app/sub/
+RUN cat /app/sub/a > /app/sub-copy.txt
+CMD ["cat", "/app/ran.txt"]
+"""
+
+
+@pytest.mark.parametrize("kind", CLIS)
+def test_cache_from_an_image_built_elsewhere(cli: Daemon, fresh_daemon: Daemon, kind: str, tmp_path: Path) -> None:
+    """--cache-from: an image built by another daemon (saved there, loaded here, as after a
+    pull) is this daemon's cache: every step "Using cache", its layers reused as they are.
+    A changed COPY source misses from there on; a --cache-from name that does not exist is
+    skipped."""
+    ctx = _context(tmp_path, CACHE_FROM_DOCKERFILE)
+    built = f"{unique('cachefrom')}:v1"
+    cli.cli("build", "-q", "-t", built, str(ctx))
+    try:
+        archive = tmp_path / "images.tar"
+        cli.cli("save", "-o", str(archive), built, "busybox:latest")
+        layers = json.loads(cli.cli("inspect", built).stdout)[0]["RootFS"]["Layers"]
+    finally:
+        cli.cli("rmi", built)
+    d = fresh_daemon
+    d.cli("load", "-i", str(archive))
+    out = d.client(kind)("build", "--cache-from", built, "--cache-from", "no-such-image:v9", "-t", "again:v1",
+                         str(ctx)).stdout
+    assert out.count("Using cache") == 7 and "Running in" not in out, out
+    assert json.loads(d.cli("inspect", "again:v1").stdout)[0]["RootFS"]["Layers"] == layers
+    assert d.cli("run", "--rm", "again:v1").stdout == "hello world\n"
+
+    (ctx / "sub" / "a").write_text("changed\n")
+    out = d.client(kind)("build", "--cache-from", built, "-t", "changed:v1", str(ctx)).stdout
+    assert out.count("Using cache") == 4 and out.count("Running in") == 1, out
+    assert d.cli("run", "--rm", "changed:v1", "cat", "/app/sub-copy.txt").stdout == "changed\n"
+    out = d.client(kind)("build", "--build-arg", "WHO=you", "--cache-from", built, "-t", "arg:v1", str(ctx)).stdout
+    assert out.count("Running in") == 2, out  # the first RUN sees another build arg: no match
+    assert d.cli("run", "--rm", "arg:v1").stdout == "hello you\n"
 
 
 def test_in_place_context_remembers_file_digests(cli: Daemon, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import uuid
+from typing import Any
 
 from aiohttp import web
 
@@ -21,16 +22,17 @@ from dockyard.errors import DockyardError, InvalidArgument
 CONTEXT_HEADER = "X-Dockyard-Context"
 
 
-def _json_param(request: web.Request, name: str) -> dict:
+def _json_param(request: web.Request, name: str, kind: type = dict) -> Any:
+    """A JSON-valued query parameter: an object (buildargs, labels) or a list (cachefrom)."""
     raw = request.query.get(name, "")
     if not raw:
-        return {}
+        return kind()
     try:
         value = json.loads(raw)
     except ValueError:
         raise InvalidArgument(f"invalid {name} parameter: not JSON") from None
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"invalid {name} parameter: not a JSON object")
+    if not isinstance(value, kind):
+        raise InvalidArgument(f"invalid {name} parameter: not a JSON {'object' if kind is dict else 'array'}")
     return value
 
 
@@ -52,6 +54,7 @@ def _options(request: web.Request):  # noqa: ANN202 - BuildOptions, imported laz
         remove=request.query.get("rm", "1").lower() not in ("0", "false"),
         force_remove=qbool(request, "forcerm"),
         explain_cache=qbool(request, "explaincache"),  # dockyard's
+        cache_from=[str(name) for name in _json_param(request, "cachefrom", list)],
     )
 
 
