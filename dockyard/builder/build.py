@@ -34,6 +34,7 @@ from dockyard.builder.context import SourceTree
 from dockyard.builder.parser import Dockerfile, Instruction, parse
 from dockyard.builder.shell_words import expand, expand_heredoc, expand_words
 from dockyard.errors import DockyardError, InvalidArgument, NotFound
+from dockyard.images.model import format_platform, parse_platform, platform_matches, platform_of
 
 log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]
@@ -69,6 +70,7 @@ class BuildOptions:
     force_remove: bool = False  # also those of failed steps
     explain_cache: bool = False  # dockyard's: say why each step missed the cache
     cache_from: list[str] = field(default_factory=list)  # images whose history is a cache too
+    platform: str = ""  # of the base images (FROM --platform overrides it); "": this host's
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,12 @@ class Build:
                               shell=list(earlier.shell))
         if name_word == "scratch":
             return _Stage(stage_name, len(self.stages), None, {"Env": None})
-        image = self._base_image(name_word, inst)
+        spec = expand(inst.flags["platform"][-1], global_args) if "platform" in inst.flags else self.opts.platform
+        try:
+            platform = parse_platform(spec) if spec else None
+        except InvalidArgument as e:
+            raise BuildError(f"Dockerfile:{inst.line}: {e}") from None
+        image = self._base_image(name_word, inst, platform)
         config = {k: v for k, v in (image.config.doc.get("config") or {}).items()}
         stage = _Stage(stage_name, len(self.stages), image, config,
                        shell=list(config.get("Shell") or DEFAULT_SHELL))
@@ -247,19 +254,35 @@ class Build:
             stage.config["OnBuild"] = None
         return stage
 
-    def _base_image(self, name: str, inst: Instruction) -> Any:
+    def _base_image(self, name: str, inst: Instruction, platform: dict[str, str] | None) -> Any:
+        """The local image unless --pull, or it is not for ``platform``: then pulled."""
         try:
             ref = reference.parse(name)
         except DockyardError as e:
             raise BuildError(f"Dockerfile:{inst.line}: {e}") from None
-        if not self.opts.pull:
-            with contextlib.suppress(NotFound):
-                return self.images.resolve(str(ref))
+        local = None
+        with contextlib.suppress(NotFound):
+            local = self.images.resolve(str(ref))
+        if local is not None and not self.opts.pull and (platform is None or
+                                                          platform_matches(platform, platform_of(local.config))):
+            return local
         from dockyard.distribution.pull import pull, resolve
 
-        plan = resolve(str(ref), hosts=self.engine.registries)
-        image_id = pull(self.images, plan, self._pull_progress)
-        return self.images.resolve(image_id)
+        def mismatch(image: Any) -> BuildError:  # docker's words
+            assert platform is not None
+            return BuildError(f"image with reference {name} was found but does not match the specified platform: "
+                              f"wanted {format_platform(platform)}, actual: {format_platform(platform_of(image.config))}")
+
+        try:
+            plan = resolve(str(ref), platform, hosts=self.engine.registries)
+        except DockyardError:
+            if local is None or platform is None or self.opts.pull:
+                raise
+            raise mismatch(local) from None  # no registry has it for this platform either
+        image = self.images.resolve(pull(self.images, plan, self._pull_progress))
+        if platform is not None and not platform_matches(platform, platform_of(image.config)):
+            raise mismatch(image)  # a single-platform manifest of another platform
+        return image
 
     def _pull_progress(self, msg: dict[str, Any]) -> None:
         if not self.opts.quiet and "progressDetail" not in msg:

@@ -62,6 +62,8 @@ def cmd_build(ctx: Context, args: list[str], prog: str = "dockyard build") -> in
     p.add_argument("--no-cache", action="store_true", help="Do not use cache when building the image")
     p.add_argument("--explain-cache", action="store_true", help="Say why each step that ran missed the cache")
     p.add_argument("--cache-from", action="append", default=[], help="Images to consider as cache sources")
+    p.add_argument("--platform", default=os.environ.get("DOCKER_DEFAULT_PLATFORM", ""),
+                   help="Set platform if server is multi-platform capable")
     p.add_argument("--rm", default="true", help="Remove intermediate containers after a successful build")
     p.add_argument("--force-rm", action="store_true", help="Always remove intermediate containers")
     p.add_argument("path")
@@ -119,6 +121,7 @@ def cmd_build(ctx: Context, args: list[str], prog: str = "dockyard build") -> in
                               "forcerm": "1" if o.force_rm else "", "target": o.target, "networkmode": o.network,
                               "explaincache": "1" if o.explain_cache else "",
                               "cachefrom": json.dumps(o.cache_from) if o.cache_from else "",
+                              "platform": o.platform,
                               "buildargs": json.dumps(_key_values(o.build_arg, "build-arg", True)),
                               "labels": json.dumps(_key_values(o.label, "label", False))}
     resp = ctx.client.post_stream("/build", body, "application/x-tar", headers=headers,

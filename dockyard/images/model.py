@@ -203,18 +203,21 @@ def new_config(
     history: list[dict[str, Any]] | None = None,
     author: str | None = None,
     comment: str | None = None,
+    platform: dict[str, str] | None = None,
 ) -> ImageConfig:
-    """Build an image config for this host's platform. Key order follows docker's output."""
-    doc: dict[str, Any] = {"architecture": host_platform()["architecture"]}
+    """Build an image config for ``platform`` (default: this host's). Key order follows
+    docker's output."""
+    platform = platform or host_platform()
+    doc: dict[str, Any] = {"architecture": platform["architecture"]}
     if author:
         doc["author"] = author
     doc["config"] = config or {}
     doc["created"] = created
     if history is not None:
         doc["history"] = history
-    doc["os"] = "linux"
+    doc["os"] = platform.get("os", "linux")
     doc["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
-    if variant := host_platform().get("variant"):
+    if variant := platform.get("variant"):
         doc["variant"] = variant
     if comment:
         doc.setdefault("comment", comment)
@@ -264,6 +267,14 @@ def parse_platform(spec: str) -> dict[str, str]:
         plat["variant"] = parts[2]
     elif plat["architecture"] == "arm64":
         plat["variant"] = "v8"
+    return plat
+
+
+def platform_of(config: ImageConfig) -> dict[str, str]:
+    """An image config's OCI platform."""
+    plat = {"os": config.os, "architecture": config.architecture}
+    if config.variant:
+        plat["variant"] = config.variant
     return plat
 
 

@@ -32,6 +32,7 @@ from dockyard.images.model import (
     chain_ids,
     new_config,
     parse_manifest_or_index,
+    platform_of,
 )
 from dockyard.images.timefmt import now_rfc3339, parse_rfc3339, to_rfc3339
 from dockyard.labels import label_matches
@@ -598,7 +599,8 @@ class ImageService:
                     size += layer_size
                 history = [*(parent.config.history if parent else []), entry]
                 cfg = new_config(diff_ids, created=created, config=config_section, history=history,
-                                 author=author or None, comment=comment or None)
+                                 author=author or None, comment=comment or None,
+                                 platform=platform_of(parent.config) if parent else None)
                 self._record(cfg, layers, list(names), size, parent=parent.id if parent else "")
             except BaseException:
                 self._rollback(before)

@@ -451,3 +451,81 @@ def test_unknown_stage_or_image_in_copy_from(cli: Daemon, tmp_path: Path) -> Non
     res = cli.cli("build", str(ctx2), check=False)
     assert res.returncode == 1 and "refers to a stage that is not defined before this one" in res.stderr
     assert _left_containers(cli) == before
+
+
+def _push_two_platforms(host: str, busybox_tar: Path, tmp: Path, repo_tag: str) -> None:
+    """An image index with linux/amd64 and linux/arm64/v8 entries (both busybox's root, the
+    configs differ in their platform only), pushed with skopeo --all."""
+    import hashlib
+    import subprocess
+
+    layout = tmp / "layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> dict:
+        hexd = hashlib.sha256(data).hexdigest()
+        (blobs / hexd).write_bytes(data)
+        return {"digest": f"sha256:{hexd}", "size": len(data)}
+
+    layer = busybox_tar.read_bytes()
+    layer_desc = put(layer)
+    manifests = []
+    for plat in ({"architecture": "amd64", "os": "linux"}, {"architecture": "arm64", "os": "linux", "variant": "v8"}):
+        config = json.dumps({**plat, "created": "2024-01-01T00:00:00Z", "config": {"Cmd": ["sh"]},
+                             "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]}}).encode()
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(config)},
+                               "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", **layer_desc}]})
+        manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(manifest.encode()),
+                          "platform": plat})
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": manifests}).encode()
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", **put(index),
+        "annotations": {"org.opencontainers.image.ref.name": "v"}}]}))
+    subprocess.run(["skopeo", "copy", "-q", "--all", f"oci:{layout}:v", f"docker://{host}/{repo_tag}",
+                    "--dest-tls-verify=false"], check=True)
+
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+@pytest.mark.parametrize("kind", CLIS)
+def test_platform_of_base_images(cli: Daemon, kind: str, busybox_tar: Path, tmp_path: Path) -> None:
+    """FROM --platform and build --platform pick the base image's platform from an index (the
+    built image is of that platform); a local image of another platform that no registry has
+    gets docker's message; a malformed platform one clear line."""
+    from tests.fixtures.registry import REGISTRY_BIN, start_registry
+
+    if REGISTRY_BIN is None:
+        pytest.skip("docker-registry is not installed (apt install docker-registry)")
+    for reg in start_registry(tmp_path / "reg"):
+        base = f"{reg.host}/test/multi:v1"
+        _push_two_platforms(reg.host, busybox_tar, tmp_path, "test/multi:v1")
+        names = [f"{unique('plat')}:{n}" for n in ("flag", "option", "host")]
+        ctx = _context(tmp_path, f"FROM --platform=linux/arm64 {base}\nRUN echo ran > /x\n")
+        try:
+            cli.client(kind)("build", "-q", "-t", names[0], str(ctx))
+            (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN echo ran > /x\n")
+            cli.client(kind)("build", "-q", "--platform", "linux/arm64", "-t", names[1], str(ctx))
+            # the local image is arm64 now: no --platform takes it as it is (docker 20.10), amd64 pulls
+            cli.client(kind)("build", "-q", "-t", names[2], str(ctx))
+            assert json.loads(cli.cli("inspect", names[2]).stdout)[0]["Architecture"] == "arm64"
+            cli.client(kind)("build", "-q", "--platform", "linux/amd64", "-t", names[2], str(ctx))
+            for name, arch in zip(names, ("arm64", "arm64", "amd64"), strict=True):
+                info = json.loads(cli.cli("inspect", name).stdout)[0]
+                assert info["Architecture"] == arch, (name, info["Architecture"])
+                assert cli.cli("run", "--rm", name, "cat", "/x").stdout == "ran\n"
+
+            local = f"{reg.host}/test/local-only:v1"
+            cli.cli("tag", "busybox:latest", local)
+            (ctx / "Dockerfile").write_text(f"FROM --platform=linux/s390x {local}\nRUN true\n")
+            res = cli.client(kind)("build", "-t", names[0], str(ctx), check=False)
+            assert res.returncode == 1 and (f"image with reference {local} was found but does not match the "
+                                            "specified platform: wanted linux/s390x, actual: linux/amd64") in res.stderr, \
+                res.stderr
+            (ctx / "Dockerfile").write_text("FROM --platform=linux/arm64/v8/extra busybox\n")
+            res = cli.client(kind)("build", str(ctx), check=False)
+            assert res.returncode == 1 and "unknown operating system or architecture" in res.stderr, res.stderr
+        finally:
+            cli.cli("rmi", "-f", *names, base, f"{reg.host}/test/local-only:v1", check=False)

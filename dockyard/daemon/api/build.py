@@ -55,6 +55,7 @@ def _options(request: web.Request):  # noqa: ANN202 - BuildOptions, imported laz
         force_remove=qbool(request, "forcerm"),
         explain_cache=qbool(request, "explaincache"),  # dockyard's
         cache_from=[str(name) for name in _json_param(request, "cachefrom", list)],
+        platform=request.query.get("platform", ""),
     )
 
 
