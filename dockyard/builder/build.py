@@ -239,11 +239,7 @@ class Build:
         if name_word == "scratch":
             return _Stage(stage_name, len(self.stages), None, {"Env": None})
         spec = expand(inst.flags["platform"][-1], global_args) if "platform" in inst.flags else self.opts.platform
-        try:
-            platform = parse_platform(spec) if spec else None
-        except InvalidArgument as e:
-            raise BuildError(f"Dockerfile:{inst.line}: {e}") from None
-        image = self._base_image(name_word, inst, platform)
+        image = self._base_image(name_word, inst, self._platform(spec, inst))
         config = {k: v for k, v in (image.config.doc.get("config") or {}).items()}
         stage = _Stage(stage_name, len(self.stages), image, config,
                        shell=list(config.get("Shell") or DEFAULT_SHELL))
@@ -253,6 +249,13 @@ class Build:
         if config.get("OnBuild"):
             stage.config["OnBuild"] = None
         return stage
+
+    @staticmethod
+    def _platform(spec: str, inst: Instruction) -> dict[str, str] | None:
+        try:
+            return parse_platform(spec) if spec else None
+        except InvalidArgument as e:
+            raise BuildError(f"Dockerfile:{inst.line}: {e}") from None
 
     def _base_image(self, name: str, inst: Instruction, platform: dict[str, str] | None) -> Any:
         """The local image unless --pull, or it is not for ``platform``: then pulled."""
@@ -652,7 +655,7 @@ class Build:
         sources, dest = words[:-1], words[-1]
         workdir = stage.config.get("WorkingDir") or "/"
         target = posixpath.normpath(posixpath.join(workdir, dest))
-        dest_is_dir = dest.endswith("/") or dest.endswith("/.") or len(sources) > 1
+        dest_is_dir = dest.endswith("/") or posixpath.basename(dest) in (".", "..")  # "." names a directory
         chown = self._ids(stage, inst.flags["chown"][-1], inst) if "chown" in inst.flags else (0, 0)
         chmod = _mode(inst.flags["chmod"][-1], inst) if "chmod" in inst.flags else None
         matched: list[str] = []
@@ -666,8 +669,9 @@ class Build:
                                  f"stat {source.lstrip('/')}: file does not exist" if label == "context"
                                  else f"{what} failed: stat {source}: file does not exist in {label}")
             matched += found
-        if len(matched) > 1:
-            dest_is_dir = True
+        if len(matched) > 1 and not dest.endswith("/"):
+            raise BuildError(f"When using {what} with more than one source file, the destination must be a "
+                             "directory and end with a /")
         digests = tree.digests(matched)
         key = self._key(stage, what.lower(), [words, chown, chmod, target, dest_is_dir, self._image_config(stage)],
                         sources=digests)
@@ -679,6 +683,10 @@ class Build:
         if self._cached(stage, key, _Step(created_by, False, self._image_config(stage))):
             return
         from_url = shown is not None
+        # as docker copies into the container's root: symlinks on the way to the destination
+        # are followed inside it, and a file copied onto an existing directory goes into it
+        target, is_dir = self._resolve_in_image(stage, target)
+        dest_is_dir = dest_is_dir or is_dir
 
         def write(writer: Any) -> None:
             """The layer tar, streamed into the content writer."""
@@ -751,6 +759,33 @@ class Build:
         finally:
             self.images.snapshotter.remove(key)
 
+    def _resolve_in_image(self, stage: _Stage, path: str) -> tuple[str, bool]:
+        """``path`` (absolute) in the stage's image with the symlinks of its longest existing
+        directory prefix resolved inside the root, and whether all of it is a directory."""
+        from dockyard.syscalls import Resolve, openat2
+
+        parts = [p for p in path.split("/") if p]
+        if stage.image is None or not stage.image.chain:
+            return "/" + "/".join(parts), not parts
+        with self._mounted(stage.image) as root:
+            rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for i in range(len(parts), -1, -1):
+                    try:
+                        fd = openat2(rootfd, "/".join(parts[:i]) or ".", os.O_PATH | os.O_DIRECTORY,
+                                     resolve=Resolve.IN_ROOT | Resolve.NO_MAGICLINKS)
+                    except OSError:  # missing, not a directory, a link loop: look one level up
+                        continue
+                    try:
+                        real = os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), os.path.realpath(root))
+                    finally:
+                        os.close(fd)
+                    head = [] if real == "." else real.split("/")
+                    return "/" + "/".join([*head, *parts[i:]]), i == len(parts)
+            finally:
+                os.close(rootfd)
+        return path, False
+
     def _image_file(self, stage: _Stage, path: str) -> str:
         """A file of the stage's image, read inside its root ("" when it has none)."""
         from dockyard.syscalls import Resolve, openat2
@@ -786,7 +821,7 @@ class Build:
             if source.lower() == (self.stages[-1].name or None):
                 raise BuildError(f"Dockerfile:{inst.line}: circular dependency detected on stage: {source}")
             try:
-                image, label = self._base_image(source, inst), f"image {source}"
+                image, label = self._base_image(source, inst, self._platform(self.opts.platform, inst)), f"image {source}"
             except DockyardError as e:
                 raise BuildError(f"Dockerfile:{inst.line}: --from={source}: no build stage and no image of that "
                                  f"name: {e}") from None

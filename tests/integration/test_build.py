@@ -529,3 +529,53 @@ def test_platform_of_base_images(cli: Daemon, kind: str, busybox_tar: Path, tmp_
             assert res.returncode == 1 and "unknown operating system or architecture" in res.stderr, res.stderr
         finally:
             cli.cli("rmi", "-f", *names, base, f"{reg.host}/test/local-only:v1", check=False)
+
+
+COPY_RULES = """\
+FROM busybox
+RUN mkdir -p /existing /real/dir && ln -s /real/dir /linkdir
+COPY greeting.txt /existing
+COPY greeting.txt /newname
+COPY greeting.txt /newdir/
+COPY sub /subcontents
+COPY sub/ /subcontents2/
+COPY greeting.txt script.sh /multi/
+COPY *.txt /glob
+COPY greeting.txt /linkdir
+COPY greeting.txt /linkdir/renamed
+WORKDIR /work
+COPY greeting.txt .
+COPY greeting.txt rel
+"""
+COPY_EXPECTED = {
+    "/existing": "dir", "/existing/greeting.txt": "file", "/newname": "file", "/newdir/greeting.txt": "file",
+    "/subcontents/a": "file", "/subcontents/sub": "none", "/subcontents2/a": "file", "/multi/greeting.txt": "file",
+    "/multi/script.sh": "file", "/glob": "file", "/linkdir": "link", "/real/dir/greeting.txt": "file",
+    "/real/dir/renamed": "file", "/work/greeting.txt": "file", "/work/rel": "file",
+}
+
+
+@pytest.mark.parametrize("kind", CLIS)
+def test_copy_destination_rules(cli: Daemon, kind: str, tmp_path: Path) -> None:
+    """docker's COPY destinations: a trailing slash or an existing directory takes the file
+    inside it, otherwise the file takes the name; a directory source copies its contents;
+    several sources need a destination ending in /; symlinks on the way are followed inside
+    the image (the link stays a link)."""
+    ctx = _context(tmp_path, COPY_RULES)
+    name = f"{unique('copyrules')}:v1"
+    cli.client(kind)("build", "-q", "-t", name, str(ctx))
+    try:
+        probe = " ".join(COPY_EXPECTED)
+        script = (f'for p in {probe}; do if [ -L $p ]; then echo "$p link"; elif [ -d $p ]; then echo "$p dir"; '
+                  f'elif [ -f $p ]; then echo "$p file"; else echo "$p none"; fi; done')
+        out = cli.cli("run", "--rm", name, "sh", "-c", script).stdout
+        assert dict(line.split() for line in out.splitlines()) == COPY_EXPECTED
+        assert cli.cli("run", "--rm", name, "cat", "/newname", "/linkdir/renamed").stdout == "hello\nhello\n"
+    finally:
+        cli.cli("rmi", name)
+    for bad in ("COPY greeting.txt script.sh /nodir", "COPY *.sh *.txt ."):
+        (ctx / "Dockerfile").write_text(f"FROM busybox\n{bad}\n")
+        res = cli.client(kind)("build", str(ctx), check=False)
+        assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].endswith(
+            "When using COPY with more than one source file, the destination must be a directory and end with a /"), \
+            res.stderr
