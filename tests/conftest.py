@@ -107,6 +107,7 @@ def start_daemon(root: Path, *extra: str, prefix: tuple[str, ...] = ()) -> Daemo
     log = root / "daemon.log"
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "DOCKER_CONFIG": str(root / "docker-config")}
+    env.pop("PYTHONUNBUFFERED", None)  # the CLIs' output as a user's pipe gets it: flushed by the CLI itself
     logf = open(log, "wb")  # noqa: SIM115 - the daemon owns it for its lifetime
     proc = subprocess.Popen(
         [*prefix, sys.executable, "-m", "dockyard.daemon.main", "--data-root", str(root / "data"),

@@ -85,6 +85,16 @@ class BuildCache:
                        (key.digest(), image, key.parent, key.kind, key.text, json.dumps(key.args),
                         json.dumps(key.sources), time.time()))
 
+    def prune(self, exists: callable, everything: bool = False) -> list[str]:  # type: ignore[valid-type]
+        """Forget the steps whose image is gone (every step with ``everything``: their images
+        stay, as images) and the remembered file digests; returns the forgotten steps' keys."""
+        with self._db() as db:
+            rows = db.execute("SELECT key, image FROM steps").fetchall()
+            gone = [key for key, image in rows if everything or not exists(image)]
+            db.executemany("DELETE FROM steps WHERE key=?", [(key,) for key in gone])
+            db.execute("DELETE FROM files")
+        return gone
+
     def explain(self, key: StepKey, exists: callable) -> str | None:  # type: ignore[valid-type]
         """Why ``key`` missed, in one line; None when nothing was ever built on its parent
         (the caller knows whether that parent is itself new)."""

@@ -141,3 +141,31 @@ def cmd_build(ctx: Context, args: list[str], prog: str = "dockyard build") -> in
         with open(o.iidfile, "w") as f:
             f.write(image_id)
     return 0
+
+
+def cmd_builder(ctx: Context, args: list[str]) -> int:
+    from dockyard.cli.flags import run_group
+
+    return run_group(ctx, args, "builder", "Manage builds", {"prune": cmd_builder_prune})
+
+
+def cmd_builder_prune(ctx: Context, args: list[str], prog: str = "dockyard builder prune") -> int:
+    from dockyard.cli.system import _confirm
+
+    p = new_parser(prog, description="Remove build cache")
+    p.add_argument("-a", "--all", action="store_true", help="Remove all unused build cache, not just dangling ones")
+    p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
+    o = p.parse_args(args)
+    warning = "WARNING! This will remove all build cache." if o.all else \
+        "WARNING! This will remove all dangling build cache."
+    if not o.force and not _confirm(ctx, warning):
+        return 0
+    report = ctx.client.post("/build/prune", params={"all": "1"} if o.all else {}).json()
+    deleted = report.get("CachesDeleted") or []
+    if deleted:
+        ctx.out.write("Deleted build cache objects:\n" + "".join(f"{key}\n" for key in deleted) + "\n")
+    from dockyard.cli.units import human_size
+
+    ctx.out.write(f"Total reclaimed space: {human_size(int(report.get('SpaceReclaimed') or 0))}\n")
+    return 0
+

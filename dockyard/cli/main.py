@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cp": ("cp", "cmd_cp"),
     "pull": ("images", "cmd_pull"),
     "build": ("build", "cmd_build"),
+    "builder": ("build", "cmd_builder"),
     "push": ("registry", "cmd_push"),
     "login": ("registry", "cmd_login"),
     "logout": ("registry", "cmd_logout"),

@@ -160,6 +160,8 @@ def display_stream(
     aux: list[Any] = []
     ids: dict[str, int] = {}
     write = out.write
+    # each message shows as it comes, as docker's does: a pipe's (block-buffered) stdout too
+    flush = getattr(out, "flush", None) or (lambda: None)
 
     for msg in messages:
         if not isinstance(msg, dict):
@@ -190,10 +192,8 @@ def display_stream(
         error = _display(msg, write, tty, width, now, detail, progress_msg)
         if ident and tty:
             write(_down(diff))
+        flush()
         if error is not None:
-            flush = getattr(out, "flush", None)
-            if flush:
-                flush()
             raise error
     return aux
 

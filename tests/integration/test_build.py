@@ -579,3 +579,24 @@ def test_copy_destination_rules(cli: Daemon, kind: str, tmp_path: Path) -> None:
         assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].endswith(
             "When using COPY with more than one source file, the destination must be a directory and end with a /"), \
             res.stderr
+
+
+@pytest.mark.parametrize("kind", CLIS)
+def test_builder_prune(cli: Daemon, kind: str, tmp_path: Path) -> None:
+    """`builder prune` forgets the cache entries whose images are gone; `-a` every entry (the
+    images stay images). A build after `-a` runs its steps again."""
+    ctx = _context(tmp_path, "FROM busybox\nRUN echo one > /one\nCOPY greeting.txt /\n")
+    name = f"{unique('prune')}:v1"
+    cli.cli("build", "-q", "-t", name, str(ctx))
+    cli.cli("rmi", name)  # the images of the steps go with it: their entries are dead
+    out = cli.client(kind)("builder", "prune", "-f").stdout
+    assert out.startswith("Deleted build cache objects:\n") and out.endswith("Total reclaimed space: 0B\n"), out
+    assert len(out.splitlines()) >= 4  # the header, two entries at least, the blank line, the total
+    cli.cli("build", "-q", "-t", name, str(ctx))
+    assert "Using cache" in cli.cli("build", "-t", name, str(ctx)).stdout
+    out = cli.client(kind)("builder", "prune", "-a", "-f").stdout
+    assert "Deleted build cache objects:" in out and out.endswith("Total reclaimed space: 0B\n"), out
+    again = cli.cli("build", "-t", name, str(ctx)).stdout
+    assert "Using cache" not in again and "Running in" in again, again
+    assert cli.client(kind)("builder", "prune", "-f").stdout == "Total reclaimed space: 0B\n"
+    cli.cli("rmi", name)

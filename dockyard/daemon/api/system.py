@@ -11,7 +11,7 @@ import sys
 from aiohttp import web
 
 from dockyard import API_VERSION, MIN_API_VERSION, __version__
-from dockyard.daemon.api.server import Router, engine_of, read_json
+from dockyard.daemon.api.server import Router, engine_of, qbool, read_json
 from dockyard.images.model import host_platform
 
 _PING_HEADERS = {
@@ -173,7 +173,12 @@ async def prune_networks(request: web.Request) -> web.Response:
 
 
 async def prune_build_cache(request: web.Request) -> web.Response:
-    return web.json_response({"CachesDeleted": None, "SpaceReclaimed": 0})
+    """POST /build/prune: the classic builder's cache entries (their images stay images, for
+    ``image prune``): those whose image is gone, or all of them with ``all``."""
+    engine = engine_of(request)
+    deleted = await asyncio.to_thread(engine.build_cache.prune, engine.images.metadata.exists,
+                                      qbool(request, "all"))
+    return web.json_response({"CachesDeleted": deleted or None, "SpaceReclaimed": 0})
 
 
 async def login(request: web.Request) -> web.Response:
