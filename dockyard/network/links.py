@@ -1,0 +1,169 @@
+"""Links through netlink (pyroute2): bridges, veth pairs, and an interface's configuration
+inside a container's network namespace.
+
+A netlink socket belongs to the network namespace of the thread that opened it, and
+``setns(CLONE_NEWNET)`` moves only the calling thread: ``in_netns`` runs a function in a
+short-lived thread that enters the namespace and ends there (nothing to switch back, no
+fork of the threaded daemon).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any, TypeVar
+
+from dockyard import syscalls
+from dockyard.syscalls import CloneFlag
+
+T = TypeVar("T")
+
+
+def _oserrors(fn: Callable[..., T]) -> Callable[..., T]:
+    """pyroute2's NetlinkError as the OSError (with the operation named) every other
+    system call here raises."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            return fn(*args, **kwargs)
+        except NetlinkError as e:
+            raise OSError(e.code, f"{fn.__name__}: {os.strerror(e.code)}") from None
+
+    return wrapper
+
+
+def _iproute() -> Any:
+    from pyroute2 import IPRoute  # lazily: ~40 ms of imports the CLI never needs
+
+    return IPRoute()
+
+
+def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
+    """``fn()`` run in the network namespace at ``netns_path`` (/proc/<pid>/ns/net or a
+    bind-mounted one), in a thread of its own; its result or its exception."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syscalls.setns(fd, CloneFlag.NEWNET)
+            finally:
+                os.close(fd)
+            box["result"] = fn()
+        except BaseException as e:  # handed to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=run, name="in-netns", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def link_index(ipr: Any, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+@_oserrors
+def ensure_bridge(name: str, gateway: IPv4Interface) -> bool:
+    """The bridge ``name`` with ``gateway`` as its address, up; True if it was created."""
+    with _iproute() as ipr:
+        created = False
+        idx = link_index(ipr, name)
+        if idx is None:
+            ipr.link("add", ifname=name, kind="bridge")
+            idx = link_index(ipr, name)
+            created = True
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=idx, family=2)}
+        if (str(gateway.ip), gateway.network.prefixlen) not in have:
+            ipr.addr("add", index=idx, address=str(gateway.ip), prefixlen=gateway.network.prefixlen)
+        ipr.link("set", index=idx, state="up")
+        return created
+
+
+@_oserrors
+def delete_link(name: str) -> bool:
+    """Remove link ``name`` (a bridge, or a veth with its peer); False if there was none."""
+    with _iproute() as ipr:
+        idx = link_index(ipr, name)
+        if idx is None:
+            return False
+        ipr.link("del", index=idx)
+        return True
+
+
+@_oserrors
+def host_routes() -> list[IPv4Network]:
+    """The destinations of the host's IPv4 routes (the default route aside)."""
+    out = []
+    with _iproute() as ipr:
+        for r in ipr.get_routes(family=2):
+            dst = r.get_attr("RTA_DST")
+            if dst and r["dst_len"]:
+                out.append(IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
+    return out
+
+
+@_oserrors
+def attach_veth(host_name: str, bridge: str, netns_path: str, address: IPv4Interface,
+                gateway: IPv4Address | None, mac: str | None = None, inside_name: str = "eth0") -> None:
+    """A veth pair: ``host_name`` on ``bridge`` (up), its peer moved into the namespace at
+    ``netns_path`` as ``inside_name`` with ``address``, up, and a default route via
+    ``gateway``. Nothing is left behind on failure (deleting the host end takes the peer)."""
+    peer = host_name + "p"
+    with _iproute() as ipr:
+        br = link_index(ipr, bridge)
+        if br is None:
+            raise FileNotFoundError(f"bridge {bridge} does not exist")
+        ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": peer})
+        try:
+            host_idx, peer_idx = link_index(ipr, host_name), link_index(ipr, peer)
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                ipr.link("set", index=peer_idx, net_ns_fd=fd)
+            finally:
+                os.close(fd)
+            ipr.link("set", index=host_idx, master=br, state="up")
+
+            def inside() -> None:
+                with _iproute() as nipr:
+                    idx = link_index(nipr, peer)
+                    settings: dict[str, Any] = {"ifname": inside_name}
+                    if mac:
+                        settings["address"] = mac
+                    nipr.link("set", index=idx, **settings)
+                    nipr.addr("add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen)
+                    nipr.link("set", index=idx, state="up")
+                    lo = link_index(nipr, "lo")
+                    if lo is not None:
+                        nipr.link("set", index=lo, state="up")
+                    if gateway is not None:
+                        nipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
+
+            in_netns(netns_path, inside)
+        except BaseException:
+            delete_link(host_name)
+            raise
+
+
+@_oserrors
+def interfaces_in(netns_path: str) -> dict[str, list[str]]:
+    """Interface name -> its IPv4 addresses (CIDR), inside a namespace (for tests, inspect)."""
+    def read() -> dict[str, list[str]]:
+        with _iproute() as ipr:
+            names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+            out: dict[str, list[str]] = {name: [] for name in names.values()}
+            for a in ipr.get_addr(family=2):
+                out[names[a["index"]]].append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+            return out
+
+    return in_netns(netns_path, read)
