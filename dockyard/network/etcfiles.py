@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from typing import Any
+
+from dockyard.errors import InvalidArgument
 
 # docker's fallback when the host has no resolver a container can reach
 DEFAULT_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
@@ -18,7 +22,7 @@ def _loopback(address: str) -> bool:
 
 
 def resolv_conf(host_text: str, dns: list[str] | None = None, search: list[str] | None = None,
-                options: list[str] | None = None) -> str:
+                options: list[str] | None = None, keep_loopback: bool = False) -> str:
     """The host's resolv.conf without loopback nameservers (a container's 127.0.0.1 is not the
     host's), docker's defaults if none is left; ``dns``/``search``/``options`` (--dns,
     --dns-search, --dns-option) replace the host's lines of that kind."""
@@ -28,7 +32,7 @@ def resolv_conf(host_text: str, dns: list[str] | None = None, search: list[str] 
         if not words or words[0].startswith(("#", ";")):
             continue
         if words[0] == "nameserver" and len(words) > 1:
-            if not _loopback(words[1]):
+            if keep_loopback or not _loopback(words[1]):
                 servers.append(words[1])
         elif words[0] in ("search", "domain"):
             searches = words[1:]
@@ -59,3 +63,66 @@ def hosts(hostname: str, address: str | None = None, extra: list[tuple[str, str]
 
 def hostname_file(hostname: str) -> str:
     return hostname + "\n"
+
+
+def extra_hosts(entries: list[str] | None) -> list[tuple[str, str]]:
+    """``--add-host`` entries ("host:ip", or docker 25's "host=ip") as (host, ip)."""
+    out = []
+    for entry in entries or []:
+        sep = "=" if "=" in entry else ":"
+        name, _, ip = entry.partition(sep)
+        if ip == "host-gateway":
+            raise InvalidArgument(f"invalid --add-host {entry!r}: host-gateway needs the default bridge, "
+                                  "which dockyard does not provide yet")
+        try:
+            ipaddress.ip_address(ip.strip("[]"))
+        except ValueError:
+            raise InvalidArgument(f"invalid IP address in add-host: {ip!r}") from None
+        if not name:
+            raise InvalidArgument(f"bad format for add-host: {entry!r}")
+        out.append((name, ip.strip("[]")))
+    return out
+
+
+def check_dns(servers: list[str] | None) -> None:
+    for server in servers or []:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise InvalidArgument(f"{server} is not an ip address") from None
+
+
+def write_files(directory: str, hostname: str, hc: dict[str, Any], address: str | None = None,
+                host_etc: str = "/etc") -> dict[str, str]:
+    """Write a container's hosts, resolv.conf and hostname into ``directory``; returns
+    container path -> file. In the host's network the host's own files are the base, its
+    loopback resolvers kept (they are reachable there)."""
+    host_network = (hc.get("NetworkMode") or "default") == "host"
+    try:
+        with open(os.path.join(host_etc, "resolv.conf")) as f:
+            host_resolv = f.read()
+    except OSError:
+        host_resolv = ""
+    if host_network and not (hc.get("Dns") or hc.get("DnsSearch") or hc.get("DnsOptions")):
+        resolv = host_resolv  # as it is: its loopback resolvers answer in the host's network
+    else:
+        resolv = resolv_conf(host_resolv, hc.get("Dns"), hc.get("DnsSearch"), hc.get("DnsOptions"),
+                             keep_loopback=host_network)
+    if host_network:
+        try:
+            with open(os.path.join(host_etc, "hosts")) as f:
+                host_hosts = f.read()
+        except OSError:
+            host_hosts = _HOSTS_HEAD
+        hosts_text = host_hosts + "".join(f"{ip}\t{name}\n" for name, ip in extra_hosts(hc.get("ExtraHosts")))
+    else:
+        hosts_text = hosts(hostname, address, extra_hosts(hc.get("ExtraHosts")))
+    files = {"/etc/hosts": hosts_text, "/etc/resolv.conf": resolv, "/etc/hostname": hostname_file(hostname)}
+    out = {}
+    for dest, text in files.items():
+        path = os.path.join(directory, os.path.basename(dest))
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, 0o644)
+        out[dest] = path
+    return out
