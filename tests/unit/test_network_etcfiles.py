@@ -27,3 +27,32 @@ def test_hosts_in_dockers_order() -> None:
     assert lines[0] == "127.0.0.1\tlocalhost" and lines[1].startswith("::1\tlocalhost")
     assert lines[-2:] == ["10.0.0.5\tdb", "172.18.0.2\tweb www"]
     assert "web" not in hosts("web")  # no address (--network none): no entry of its own
+
+
+def test_write_files_and_flag_checks(tmp_path) -> None:  # noqa: ANN001
+    import pytest
+
+    from dockyard.errors import InvalidArgument
+    from dockyard.network.etcfiles import check_dns, extra_hosts, write_files
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "resolv.conf").write_text(HOST)
+    (etc / "hosts").write_text("127.0.0.1 localhost\n10.0.0.9 intranet\n")
+    out = tmp_path / "bundle"
+    out.mkdir()
+    hc = {"NetworkMode": "default", "ExtraHosts": ["db:10.0.0.5", "v6=[fd00::1]"], "Dns": ["192.0.2.53"]}
+    files = write_files(str(out), "web", hc, "172.18.0.2", host_etc=str(etc))
+    assert set(files) == {"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"}
+    assert (out / "hostname").read_text() == "web\n"
+    assert (out / "hosts").read_text().endswith("10.0.0.5\tdb\nfd00::1\tv6\n172.18.0.2\tweb\n")
+    assert (out / "resolv.conf").read_text().startswith("nameserver 192.0.2.53\nsearch corp.example\n")
+    write_files(str(out), "host", {"NetworkMode": "host"}, host_etc=str(etc))
+    assert (out / "resolv.conf").read_text() == HOST  # the host's network: its resolvers as they are
+    assert (out / "hosts").read_text() == "127.0.0.1 localhost\n10.0.0.9 intranet\n"
+    with pytest.raises(InvalidArgument, match="invalid IP address in add-host: 'nope'"):
+        extra_hosts(["db:nope"])
+    with pytest.raises(InvalidArgument, match="host-gateway"):
+        extra_hosts(["gw:host-gateway"])
+    with pytest.raises(InvalidArgument, match="resolver is not an ip address"):
+        check_dns(["resolver"])
