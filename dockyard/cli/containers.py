@@ -117,6 +117,10 @@ _RUN_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("--privileged",), "bool", "Give extended privileges to this container"),
     (("--read-only",), "bool", "Mount the container's root filesystem as read only"),
     (("--network", "--net"), "str", "Connect a container to a network"),
+    (("--add-host",), "list", "Add a custom host-to-IP mapping (host:ip)"),
+    (("--dns",), "list", "Set custom DNS servers"),
+    (("--dns-search",), "list", "Set custom DNS search domains"),
+    (("--dns-option",), "list", "Set DNS options"),
     (("--stop-signal",), "str", "Signal to stop the container"),
     (("--stop-timeout",), "str", "Timeout (in seconds) to stop a container"),
     (("--restart",), "str", "Restart policy to apply when a container exits (default \"no\")"),
@@ -434,6 +438,10 @@ def _build_create_body(o: argparse.Namespace, attach_stdin: bool) -> dict[str, A
         "CapDrop": _caps(o.cap_drop),
         "NetworkMode": o.network or "default",
     }
+    for flag, key in (("add_host", "ExtraHosts"), ("dns", "Dns"), ("dns_search", "DnsSearch"),
+                      ("dns_option", "DnsOptions")):
+        if getattr(o, flag):
+            host[key] = list(getattr(o, flag))
     if o.memory:
         host["Memory"] = _size(o.memory, "-m, --memory")
     if o.memory_swap:

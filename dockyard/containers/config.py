@@ -450,6 +450,15 @@ def validate_host_config(hc: dict[str, Any], warnings: list[str], *, swap_limit:
     capabilities.merge_docker(hc.get("CapAdd"), hc.get("CapDrop"), bool(hc.get("Privileged")))
     parse_security_opts(hc.get("SecurityOpt"))
 
+    # --- name resolution (--add-host, --dns, --dns-search, --dns-option)
+    from dockyard.network.etcfiles import check_dns, extra_hosts
+
+    for key in ("ExtraHosts", "Dns", "DnsSearch", "DnsOptions"):
+        if hc.get(key) is not None and not (isinstance(hc[key], list) and all(isinstance(v, str) for v in hc[key])):
+            raise InvalidArgument(f"invalid JSON: HostConfig.{key} must be a list of strings")
+    extra_hosts(hc.get("ExtraHosts"))
+    check_dns(hc.get("Dns"))
+
     # --- namespaces
     net = hc.get("NetworkMode") or "default"
     hc["NetworkMode"] = net

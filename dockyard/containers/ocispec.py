@@ -290,6 +290,13 @@ def _host_hostname() -> str:
     return os.uname().nodename
 
 
+def container_hostname(container_id: str, config: dict[str, Any], hc: dict[str, Any]) -> str:
+    """The host's name in its network or UTS namespace, else --hostname or the short ID."""
+    if (hc.get("NetworkMode") or "default") == "host" or hc.get("UTSMode") == "host":
+        return _host_hostname()
+    return config.get("Hostname") or container_id[:12]
+
+
 def limits_of(hc: dict[str, Any]) -> dict[str, Any]:
     """The memory, cpu and pids sections of linux.resources for a HostConfig (create, and
     ``update`` of a running container)."""
@@ -384,10 +391,7 @@ def build_spec(
     net = hc.get("NetworkMode") or "default"
     uts_host = hc.get("UTSMode") == "host"
     if hostname is None:
-        if net == "host" or uts_host:
-            hostname = _host_hostname()
-        else:
-            hostname = config.get("Hostname") or container_id[:12]
+        hostname = container_hostname(container_id, config, hc)
 
     spec = default_spec(args, terminal=bool(config.get("Tty")), hostname=hostname, rootfs=rootfs,
                         seccomp_profile=False)  # set below

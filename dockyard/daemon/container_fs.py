@@ -27,13 +27,14 @@ _IMAGE_FIELDS = ("Hostname", "Domainname", "User", "AttachStdin", "AttachStdout"
 
 @contextlib.contextmanager
 def _image_view(svc: Any, rec: Any) -> Iterator[list[Mount]]:
-    """The mounts of the container's image (a temporary read-only view of its top layer)."""
-    img = svc.images.resolve(rec.image)
-    if not img.chain:
+    """What the container's layer sits on, read-only: its image's top layer, or the init
+    layer over it (whose /etc mount targets are then no change of the container's)."""
+    parent = svc.snapshotter.stat(rec.snapshot_key).parent
+    if parent is None:
         yield []
         return
     key = f"view-{uuid.uuid4().hex}"
-    mounts = svc.snapshotter.view(key, img.chain[-1])
+    mounts = svc.snapshotter.view(key, parent)
     try:
         yield mounts
     finally:

@@ -37,7 +37,7 @@ from dockyard.containers.config import (
 )
 from dockyard.containers.mountspec import MountPoint, parse_mounts, volumes_from
 from dockyard.containers.names import generate_name, validate_name
-from dockyard.containers.ocispec import CGROUP_PARENT, build_spec, limits_of
+from dockyard.containers.ocispec import CGROUP_PARENT, build_spec, container_hostname, limits_of
 from dockyard.daemon.health import HealthMonitor, probe_command
 from dockyard.errors import (
     Conflict,
@@ -413,11 +413,12 @@ class ContainerService:
         return {"Id": cid, "Warnings": res.warnings}
 
     def _setup(self, rec: Record, parent: str | None, points: list[MountPoint]) -> None:
-        mounts = self.snapshotter.prepare(rec.snapshot_key, parent)
+        mounts = self.snapshotter.prepare(rec.snapshot_key, self.images.init_layer(parent))
         rootfs = os.path.join(rec.bundle, "rootfs")
         os.makedirs(rootfs, mode=0o700, exist_ok=True)
         mount_all(mounts, rootfs)
         oci_mounts = self._make_mounts(rec, rootfs, points) if points else []
+        oci_mounts += self._etc_mounts(rec, {m["destination"] for m in oci_mounts})
         spec = build_spec(rec.id, rec.config, rec.host_config, rootfs, mounts=oci_mounts,
                           default_init=bool(getattr(self.engine.config, "init", False)))
         with open(os.path.join(rec.bundle, "config.json"), "w") as f:
@@ -425,6 +426,21 @@ class ContainerService:
         os.makedirs(os.path.dirname(rec.log_path), mode=0o700, exist_ok=True)
         crash_point("create:mounted")
         self._sup_create(rec)
+
+    @staticmethod
+    def _etc_mounts(rec: Record, taken: set[str]) -> list[dict[str, Any]]:
+        """/etc/hosts, /etc/resolv.conf and /etc/hostname, written into the bundle and bound
+        over the image's (not where the request mounts something itself; a container in
+        another's network namespace keeps the image's files)."""
+        from dockyard.network import etcfiles
+
+        if (rec.host_config.get("NetworkMode") or "").startswith("container:"):
+            return []
+        hostname = container_hostname(rec.id, rec.config, rec.host_config)
+        files = etcfiles.write_files(rec.bundle, hostname, rec.host_config)
+        options = ["rbind", "rprivate", *(["ro"] if rec.host_config.get("ReadonlyRootfs") else [])]
+        return [{"destination": dest, "type": "bind", "source": src, "options": options}
+                for dest, src in files.items() if dest not in taken]
 
     def _with_volumes_from(self, points: list[MountPoint], host_config: dict[str, Any]) -> list[MountPoint]:
         """``--volumes-from c[:ro|rw]``: the volumes and binds of ``c`` at the same paths,

@@ -18,7 +18,7 @@ def _layer_sizes(engine: Any) -> dict[str, int]:
     """Each committed layer snapshot (chain ID) -> its own bytes."""
     sizes = {}
     for info in engine.snapshotter.walk():
-        if info.kind is not Kind.COMMITTED:
+        if info.kind is not Kind.COMMITTED or info.name.startswith("init-"):  # containers' mount targets
             continue
         try:
             sizes[info.name] = int(engine.snapshotter.usage(info.name).size)

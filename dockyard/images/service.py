@@ -39,6 +39,22 @@ from dockyard.labels import label_matches
 from dockyard.snapshots import Mount
 
 SIZE_LABEL = "dockyard.layer.size"
+INIT_PREFIX = "init-"  # the init layer of containers on an image's top layer (see init_layer)
+
+
+def _init_tar() -> bytes:
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tf:
+        for name in ("etc/hosts", "etc/resolv.conf", "etc/hostname"):
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime = 0o644, 0
+            tf.addfile(info)
+    return out.getvalue()
+
+
+_INIT_TAR = _init_tar()
 _HEX = set("0123456789abcdef")
 
 Progress = Callable[[dict[str, Any]], None]
@@ -390,6 +406,8 @@ class ImageService:
             if c in keep_chains:
                 break
             try:
+                with contextlib.suppress(NotFound):
+                    self.snapshotter.remove(INIT_PREFIX + c)  # Conflict: a container sits on it
                 self.snapshotter.remove(c)
             except NotFound:
                 continue
@@ -438,6 +456,28 @@ class ImageService:
             if info.kind is Kind.ACTIVE and info.name.startswith("extract-"):
                 with contextlib.suppress(NotFound, Conflict):
                     self.snapshotter.remove(info.name)
+
+    def init_layer(self, chain: str | None) -> str:
+        """docker's init layer for the containers of an image whose top layer is ``chain``:
+        empty /etc/hosts, /etc/resolv.conf and /etc/hostname, the targets the daemon's own
+        files are bound onto, so that a container's layer never gets them (its diff, its
+        commit). One per image top layer, shared; removed with that layer (``_collect``)."""
+        name = f"{INIT_PREFIX}{chain or 'scratch'}"
+        if self._has_snapshot(name):
+            return name
+        key = f"extract-init-{uuid.uuid4().hex}"  # a crash leaves an extraction: cleaned at start
+        mounts = self.snapshotter.prepare(key, chain)
+        try:
+            apply_layer(io.BytesIO(_INIT_TAR), mounts)
+            try:
+                self.snapshotter.commit(name, key)
+            except Conflict:  # another container's create made it meanwhile
+                self.snapshotter.remove(key)
+        except BaseException:
+            with contextlib.suppress(NotFound):
+                self.snapshotter.remove(key)
+            raise
+        return name
 
     def has_layer(self, chain: str) -> bool:
         """Whether the layer snapshot ``chain`` (a chain ID) is committed."""
@@ -659,7 +699,8 @@ class ImageService:
         for blob in blobs_now - blobs_before - referenced:
             self.content.delete(blob)
         # children before parents
-        for name in sorted(snaps_now - snaps_before - chains, key=lambda n: -len(_ancestry(self.snapshotter, n))):
+        new = {n for n in snaps_now - snaps_before - chains if not n.startswith(INIT_PREFIX)}  # containers'
+        for name in sorted(new, key=lambda n: -len(_ancestry(self.snapshotter, n))):
             try:
                 self.snapshotter.remove(name)
             except (Conflict, NotFound):
