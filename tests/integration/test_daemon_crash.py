@@ -9,6 +9,7 @@ gives back its /dockyard parent cgroup."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -30,7 +31,17 @@ def _container_cgroups() -> set[str]:
 
 
 def _snapshots(d: Daemon) -> list[str]:
-    return sorted(p.name for p in (d.root / "data" / "snapshots").glob("*/snapshots/*"))
+    """Snapshot directories, and the snapshot names the metadata holds, less the image's
+    init layer (made by the first create, kept with the image: not the container's)."""
+    import sqlite3
+
+    names = []
+    for db in (d.root / "data" / "snapshots").glob("*/metadata.db"):
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            names += [k for (k,) in conn.execute("SELECT key FROM snapshots WHERE state = 'ok'")]
+    init = [n for n in names if n.startswith("init-")]
+    dirs = sorted(p.name for p in (d.root / "data" / "snapshots").glob("*/snapshots/*"))
+    return sorted(n for n in names if not n.startswith("init-")) + [f"{len(dirs) - len(init)} directories"]
 
 
 def _crashing_daemon(root: Path, point: str, monkeypatch: pytest.MonkeyPatch, busybox_tar: Path) -> Daemon:
