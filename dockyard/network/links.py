@@ -91,6 +91,18 @@ def ensure_bridge(name: str, gateway: IPv4Interface) -> bool:
 
 
 @_oserrors
+def bridge_address(name: str) -> IPv4Interface | None:
+    """The first IPv4 address of link ``name`` (None: no such link, or no address)."""
+    with _iproute() as ipr:
+        idx = link_index(ipr, name)
+        if idx is None:
+            return None
+        for a in ipr.get_addr(index=idx, family=2):
+            return IPv4Interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+        return None
+
+
+@_oserrors
 def delete_link(name: str) -> bool:
     """Remove link ``name`` (a bridge, or a veth with its peer); False if there was none."""
     with _iproute() as ipr:
@@ -103,10 +115,11 @@ def delete_link(name: str) -> bool:
 
 @_oserrors
 def host_routes() -> list[IPv4Network]:
-    """The destinations of the host's IPv4 routes (the default route aside)."""
+    """The destinations of the host's IPv4 routes in its main table (the default route
+    aside; the local table's own addresses are inside those)."""
     out = []
     with _iproute() as ipr:
-        for r in ipr.get_routes(family=2):
+        for r in ipr.get_routes(family=2, table=254):
             dst = r.get_attr("RTA_DST")
             if dst and r["dst_len"]:
                 out.append(IPv4Network(f"{dst}/{r['dst_len']}", strict=False))
