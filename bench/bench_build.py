@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_engine import REPO, descendants, start_daemon  # also puts REPO on sys.path
+from bench_engine import REPO, descendants, parse_args, start_daemon  # also puts REPO on sys.path
 from bench_pull import (
     DOCKERD,
     TextStream,
@@ -262,13 +262,7 @@ def main() -> None:
     ap.add_argument("--rebuild-context", action="store_true", help="make the big context again even if cached")
     ap.add_argument("--cache", default=str(BIG_CACHE))
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--workdir", default="/var/tmp")
-    ap.add_argument("--cli", choices=["venv", "module"], default="venv",
-                    help="venv: dockyardd and the `dockyard` script of a fresh venv install (default); "
-                         "module: `python -m dockyard...` from this tree")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench_build: run as root (sudo python bench/bench_build.py)")
+    args = parse_args(ap, "bench_build")
     cache = Path(args.cache)
 
     def cached() -> dict | None:

@@ -115,17 +115,24 @@ def in_container(pid: int) -> bool:
         return True  # gone: not a host-side process
 
 
+def parse_args(ap: argparse.ArgumentParser, script: str) -> argparse.Namespace:
+    """The options every benchmark here takes (--workdir, --cli) added to ``ap``'s own, parsed;
+    exits unless run as root."""
+    ap.add_argument("--workdir", default="/var/tmp")
+    ap.add_argument("--cli", choices=["venv", "module"], default="venv",
+                    help="venv: dockyardd and the `dockyard` script of a fresh venv install, as a user runs "
+                         "them (default); module: `python -m dockyard...` from this tree")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit(f"{script}: run as root (sudo python bench/{script}.py)")
+    return args
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--idle", type=int, default=20)
-    ap.add_argument("--workdir", default="/var/tmp")
-    ap.add_argument("--cli", choices=["venv", "module"], default="venv",
-                    help="venv: the `dockyard` console script of a fresh venv install, as a user "
-                         "runs it (default); module: `python -m dockyard.cli.main` from this tree")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench_engine: run as root (sudo python bench/bench_engine.py)")
+    args = parse_args(ap, "bench_engine")
     cgroups_before = set(glob.glob("/sys/fs/cgroup/*/dockyard"))
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-engine-", dir=args.workdir))
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -45,7 +45,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from bench_engine import REPO, install_venv, start_daemon, timed  # also puts REPO on sys.path
+from bench_engine import (  # also puts REPO on sys.path
+    REPO,
+    install_venv,
+    parse_args,
+    start_daemon,
+    timed,
+)
 
 from tests.fixtures.engine import mounts_under, stop_supervisor
 from tests.fixtures.registry import start_registry
@@ -643,13 +649,7 @@ def main() -> None:
     ap.add_argument("--cache", default=str(CACHE))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--mirror", default="http://deb.debian.org/debian")
-    ap.add_argument("--workdir", default="/var/tmp")
-    ap.add_argument("--cli", choices=["venv", "module"], default="venv",
-                    help="venv: dockyardd and the `dockyard` script of a fresh venv install (default); "
-                         "module: `python -m dockyard...` from this tree")
-    args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench_pull: run as root (sudo python bench/bench_pull.py)")
+    args = parse_args(ap, "bench_pull")
     cache = Path(args.cache)
     info_path = cache / "image.json"
 

@@ -71,10 +71,6 @@ class _Hashing:
         self.count += len(data)
         return data
 
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
-
     def digest(self) -> str:
         return "sha256:" + self._hash.hexdigest()
 
@@ -152,9 +148,8 @@ def apply_layer(stream: BinaryIO, mounts: Sequence[Mount], *,
     still being unpacked; called once, when a lookup first needs those and at the latest
     before returning, it waits for them and returns the snapshot's overlay mounts.
     ``whiteouts=False``: the tar is not an image layer (a build context): ``.wh.`` names are
-    files like any other. Raises
-    DataCorruption for malformed or unsafe archives; the snapshot may then hold a partial
-    layer and should be removed.
+    files like any other. Raises DataCorruption for malformed or unsafe archives; the
+    snapshot may then hold a partial layer and should be removed.
     """
     target = _writable(mounts)
     lowers: list[str] | _PendingView = target.lowers

@@ -409,9 +409,10 @@ class Build:
         return StepKey(parent, kind, text if isinstance(text, str) else json.dumps(text, sort_keys=True),
                        dict(stage.args), dict(sources or {}), keyed_args=kind == "run")
 
-    def _cached(self, stage: _Stage, key: StepKey, step: _Step) -> bool:
-        """A hit, in this host's build cache or in a --cache-from image: the step's image
-        becomes the stage's ("Using cache"). A miss: False, after saying why when asked to."""
+    def _cached(self, stage: _Stage, key: StepKey, step: Callable[[], _Step]) -> bool:
+        """A hit, in this host's build cache or in a --cache-from image (matched by what
+        ``step()`` records): the step's image becomes the stage's ("Using cache"). A miss:
+        False, after saying why when asked to."""
         exists = self.images.metadata.exists
         if not self.opts.no_cache:
             image_id = self.cache.get(key, exists)
@@ -432,8 +433,11 @@ class Build:
         self.first_miss = self.first_miss or self.step
         return False
 
-    def _from_sources(self, stage: _Stage, step: _Step) -> str | None:
-        found = self.sources.find(stage.image, step.created_by, step.empty_layer) if self.sources.images else None
+    def _from_sources(self, stage: _Stage, make_step: Callable[[], _Step]) -> str | None:
+        if not self.sources.images:
+            return None
+        step = make_step()
+        found = self.sources.find(stage.image, step.created_by, step.empty_layer)
         if found is None:
             return None
         write = None if found.layer is None else layer_writer(self.images.content, found)
@@ -452,7 +456,7 @@ class Build:
         author = stage.config.get("__author", "")
         key = self._key(stage, "metadata", [text, config, author])
         created_by = f"/bin/sh -c #(nop)  {text}"
-        if self._cached(stage, key, _Step(created_by, True, config, author)):
+        if self._cached(stage, key, lambda: _Step(created_by, True, config, author)):
             return
         image_id = self.images.add_step(stage.image, config, created_by, author=author)
         self.cache.put(key, image_id)
@@ -483,7 +487,7 @@ class Build:
         # docker's: the build args in use, sorted, before the command ("|1 WHO=world /bin/sh -c ...")
         in_use = sorted(f"{k}={v}" for k, v in stage.args.items())
         created_by = " ".join([f"|{len(in_use)}", *in_use, *argv] if in_use else argv)
-        if self._cached(stage, key, _Step(created_by, False, self._image_config(stage))):
+        if self._cached(stage, key, lambda: _Step(created_by, False, self._image_config(stage))):
             return
         body = {"Image": stage.image.id, "Cmd": argv, "Entrypoint": [""], "Env": env,
                 "WorkingDir": workdir, "User": user,
@@ -675,13 +679,18 @@ class Build:
         digests = tree.digests(matched)
         key = self._key(stage, what.lower(), [words, chown, chmod, target, dest_is_dir, self._image_config(stage)],
                         sources=digests)
-        # docker's form, naming what is copied by a hash of it: "COPY file:<hex> in /app "
-        kind = "multi" if len(matched) > 1 else "dir" if os.path.isdir(os.path.join(root, matched[0])) else "file"
-        flags = "".join(f"--{f}={inst.flags[f][-1]} " for f in ("chown", "chmod") if f in inst.flags)
-        created_by = (f"/bin/sh -c #(nop) {what} {flags}{kind}:"
-                      f"{hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()} in {dest} ")
-        if self._cached(stage, key, _Step(created_by, False, self._image_config(stage))):
+
+        def step() -> _Step:
+            # docker's form, naming what is copied by a hash of it: "COPY file:<hex> in /app ";
+            # made only when needed (a large context's digests are not hashed again for a hit)
+            kind = "multi" if len(matched) > 1 else "dir" if os.path.isdir(os.path.join(root, matched[0])) else "file"
+            flags = "".join(f"--{f}={inst.flags[f][-1]} " for f in ("chown", "chmod") if f in inst.flags)
+            digest = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+            return _Step(f"/bin/sh -c #(nop) {what} {flags}{kind}:{digest} in {dest} ", False, self._image_config(stage))
+
+        if self._cached(stage, key, step):
             return
+        created_by = step().created_by
         from_url = shown is not None
         # as docker copies into the container's root: symlinks on the way to the destination
         # are followed inside it, and a file copied onto an existing directory goes into it
@@ -759,6 +768,17 @@ class Build:
         finally:
             self.images.snapshotter.remove(key)
 
+    @contextlib.contextmanager
+    def _image_root(self, image: Any) -> Iterator[tuple[str, int]]:
+        """The image's root mounted read-only, and an O_PATH fd of it for paths resolved
+        inside it (openat2 RESOLVE_IN_ROOT: a symlink never leads out)."""
+        with self._mounted(image) as root:
+            fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                yield root, fd
+            finally:
+                os.close(fd)
+
     def _resolve_in_image(self, stage: _Stage, path: str) -> tuple[str, bool]:
         """``path`` (absolute) in the stage's image with the symlinks of its longest existing
         directory prefix resolved inside the root, and whether all of it is a directory."""
@@ -767,37 +787,30 @@ class Build:
         parts = [p for p in path.split("/") if p]
         if stage.image is None or not stage.image.chain:
             return "/" + "/".join(parts), not parts
-        with self._mounted(stage.image) as root:
-            rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                for i in range(len(parts), -1, -1):
-                    try:
-                        fd = openat2(rootfd, "/".join(parts[:i]) or ".", os.O_PATH | os.O_DIRECTORY,
-                                     resolve=Resolve.IN_ROOT | Resolve.NO_MAGICLINKS)
-                    except OSError:  # missing, not a directory, a link loop: look one level up
-                        continue
-                    try:
-                        real = os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), os.path.realpath(root))
-                    finally:
-                        os.close(fd)
-                    head = [] if real == "." else real.split("/")
-                    return "/" + "/".join([*head, *parts[i:]]), i == len(parts)
-            finally:
-                os.close(rootfd)
+        with self._image_root(stage.image) as (root, rootfd):
+            for i in range(len(parts), -1, -1):  # "." (i == 0) always opens
+                try:
+                    fd = openat2(rootfd, "/".join(parts[:i]) or ".", os.O_PATH | os.O_DIRECTORY,
+                                 resolve=Resolve.IN_ROOT | Resolve.NO_MAGICLINKS)
+                except OSError:  # missing, not a directory, a link loop: look one level up
+                    continue
+                try:
+                    real = os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), os.path.realpath(root))
+                finally:
+                    os.close(fd)
+                head = [] if real == "." else real.split("/")
+                return "/" + "/".join([*head, *parts[i:]]), i == len(parts)
         return path, False
 
     def _image_file(self, stage: _Stage, path: str) -> str:
         """A file of the stage's image, read inside its root ("" when it has none)."""
         from dockyard.syscalls import Resolve, openat2
 
-        with self._mounted(stage.image) as root:
-            rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        with self._image_root(stage.image) as (_, rootfd):
             try:
                 fd = openat2(rootfd, path, os.O_RDONLY, resolve=Resolve.IN_ROOT | Resolve.NO_MAGICLINKS)
             except FileNotFoundError:
                 return ""
-            finally:
-                os.close(rootfd)
             with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
                 return f.read(1 << 20)
 

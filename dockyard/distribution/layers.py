@@ -196,7 +196,7 @@ class LayerPull:
             for layer in self.layers:
                 if layer.extract:  # submitted in chain order: the lowest layer left always runs
                     futures.append(unpackers.submit(self._unpack_worker, layer, parent, below))
-                    below = layer
+                below = layer if layer.extract else None  # the parent, if it is still being unpacked
                 parent = layer.chain
             for f in futures:
                 f.result()

@@ -13,6 +13,7 @@ slows, holds or corrupts one blob's download, so every "while" below is an event
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import io
@@ -375,6 +376,23 @@ def _wait_no_workers(root: Path, timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
+@contextlib.contextmanager
+def _watched_pull(d: Daemon, name: str) -> Iterator[subprocess.Popen]:
+    """``dockyard pull name`` in the background, its output piped; killed after 120 s (a
+    pull that never gets where the test waits for: no hang) and on the way out."""
+    proc = subprocess.Popen(_cli_argv(d, "pull", name), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=d.env)
+    watchdog = threading.Timer(120, proc.kill)
+    watchdog.start()
+    try:
+        yield proc
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
 def _cli_argv(d: Daemon, *args: str) -> list[str]:
     return [sys.executable, "-m", "dockyard.cli.main", "-H", d.host, *args]
 
@@ -411,31 +429,24 @@ def test_layers_unpack_as_they_arrive(cli: Daemon, registry: LocalRegistry, busy
     assert held["size"] >= UNPACK_IN_WORKER > descs[1]["size"]
     proxy = SlowProxy(registry.host, held["digest"], hold_after=held["size"] // 2)
     name = f"{proxy.host}/test/stream:v1"
-    proc = subprocess.Popen(_cli_argv(cli, "pull", name), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli.env)
-    watchdog = threading.Timer(120, proc.kill)  # a pull that never unpacks before the hold ends: no hang
-    watchdog.start()
     try:
-        seen = _read_until(proc, f"{_short(descs[1]['digest'])}: Pull complete\n", "no Pull complete for the second layer")
-        proxy.wait_held()
-        snapshots = next((cli.root / "data" / "snapshots").glob("*/snapshots"))
-        found = _wait_for_file(snapshots, marker)  # <n>/fs/<marker>: unpacking while it downloads
-        assert found.read_bytes() in (b"", b"first")
-        assert _extract_snapshots(cli)
-        assert not any(_short(held["digest"]) in line and "complete" in line for line in seen)
-        proxy.release()
-        rest, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        out = "".join(seen) + rest
-        assert f"{_short(held['digest'])}: Pull complete" in out and out.rstrip().endswith(name)
-        assert _payload_of(cli, name, "/payload") == payload
-        assert cli.cli("run", "--rm", name, "cat", f"/{marker}").stdout == "first"
-        assert not _extract_snapshots(cli)
+        with _watched_pull(cli, name) as proc:
+            seen = _read_until(proc, f"{_short(descs[1]['digest'])}: Pull complete\n", "no Pull complete for the second layer")
+            proxy.wait_held()
+            snapshots = next((cli.root / "data" / "snapshots").glob("*/snapshots"))
+            found = _wait_for_file(snapshots, marker)  # <n>/fs/<marker>: unpacking while it downloads
+            assert found.read_bytes() in (b"", b"first")
+            assert _extract_snapshots(cli)
+            assert not any(_short(held["digest"]) in line and "complete" in line for line in seen)
+            proxy.release()
+            rest, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            out = "".join(seen) + rest
+            assert f"{_short(held['digest'])}: Pull complete" in out and out.rstrip().endswith(name)
+            assert _payload_of(cli, name, "/payload") == payload
+            assert cli.cli("run", "--rm", name, "cat", f"/{marker}").stdout == "first"
+            assert not _extract_snapshots(cli)
     finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         proxy.close()
         _forget(cli, name)
 
@@ -502,34 +513,27 @@ def test_corrupt_layer_leaves_neither_blob_nor_snapshot(cli: Daemon, registry: L
     proxy = SlowProxy(registry.host, bad_digest, hold_after=1000, corrupt_at=1 << 20)
     name = f"{proxy.host}/test/corrupt:v1"
     images_before = store_state(cli)["images"]
-    proc = subprocess.Popen(_cli_argv(cli, "pull", name), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli.env)
-    watchdog = threading.Timer(120, proc.kill)
-    watchdog.start()
     try:
-        _read_until(proc, f"{_short(descs[0]['digest'])}: Pull complete\n", "the first layer was not pulled")
-        proxy.release()
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 1
-        # unpacking met the bad bytes first (a diff ID mismatch), but the cause reported is
-        # the blob's digest, in docker's words
-        assert err.strip() == f"filesystem layer verification failed for digest {bad_digest}", err
-        state = store_state(cli)
-        assert state["images"] == images_before
-        assert bad_digest.removeprefix("sha256:") not in state["blobs"]
-        assert not _extract_snapshots(cli)
-        assert not _ingest(cli, bad_digest).exists()  # a corrupt download is not kept to be continued
-        assert cli.cli("images", "-a", "-q").returncode == 0
-        cli.cli("image", "prune", "-f")
-        cli.cli("system", "df")
-        out = cli.cli("pull", f"{registry.host}/test/corrupt:v1").stdout
-        assert f"{_short(descs[0]['digest'])}: Already exists" in out
-        assert f"{_short(bad_digest)}: Pull complete" in out
+        with _watched_pull(cli, name) as proc:
+            _read_until(proc, f"{_short(descs[0]['digest'])}: Pull complete\n", "the first layer was not pulled")
+            proxy.release()
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 1
+            # unpacking met the bad bytes first (a diff ID mismatch), but the cause reported is
+            # the blob's digest, in docker's words
+            assert err.strip() == f"filesystem layer verification failed for digest {bad_digest}", err
+            state = store_state(cli)
+            assert state["images"] == images_before
+            assert bad_digest.removeprefix("sha256:") not in state["blobs"]
+            assert not _extract_snapshots(cli)
+            assert not _ingest(cli, bad_digest).exists()  # a corrupt download is not kept to be continued
+            assert cli.cli("images", "-a", "-q").returncode == 0
+            cli.cli("image", "prune", "-f")
+            cli.cli("system", "df")
+            out = cli.cli("pull", f"{registry.host}/test/corrupt:v1").stdout
+            assert f"{_short(descs[0]['digest'])}: Already exists" in out
+            assert f"{_short(bad_digest)}: Pull complete" in out
     finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         proxy.close()
         _forget(cli, f"{registry.host}/test/corrupt:v1")
 
@@ -722,22 +726,14 @@ def test_concurrent_pulls_share_a_download(cli: Daemon, registry: LocalRegistry,
     slow = descs[1]
     proxy = SlowProxy(registry.host, slow["digest"], hold_after=slow["size"] // 2)
     name = f"{proxy.host}/test/shared:v1"
-    first = subprocess.Popen(_cli_argv(cli, "pull", name), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=cli.env)
-    second = None
-    watchdog = threading.Timer(120, first.kill)
-    watchdog.start()
     try:
-        proxy.wait_held()  # the first pull holds the layer's ingest
-        second = subprocess.Popen(_cli_argv(cli, "pull", name), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, env=cli.env)
-        killer = threading.Timer(120, second.kill)
-        killer.start()
-        seen = _read_until(second, f"{_short(slow['digest'])}: Waiting\n", "the second pull did not wait")
-        proxy.release()
-        out1, err1 = first.communicate(timeout=120)
-        out2, err2 = second.communicate(timeout=120)
-        killer.cancel()
+        with _watched_pull(cli, name) as first:
+            proxy.wait_held()  # the first pull holds the layer's ingest
+            with _watched_pull(cli, name) as second:
+                seen = _read_until(second, f"{_short(slow['digest'])}: Waiting\n", "the second pull did not wait")
+                proxy.release()
+                out1, err1 = first.communicate(timeout=120)
+                out2, err2 = second.communicate(timeout=120)
         assert first.returncode == 0 and second.returncode == 0, (err1, err2)
         assert f"{_short(slow['digest'])}: Pull complete" in out1
         assert f"{_short(slow['digest'])}: Pull complete" in "".join(seen) + out2
@@ -746,10 +742,5 @@ def test_concurrent_pulls_share_a_download(cli: Daemon, registry: LocalRegistry,
         assert cli.cli("run", "--rm", name, "echo", "shared").stdout == "shared\n"
         assert not _extract_snapshots(cli)
     finally:
-        watchdog.cancel()
-        for p in (first, second):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait()
         proxy.close()
         _forget(cli, name)

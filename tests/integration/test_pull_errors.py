@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from tests.conftest import Daemon, store_state
 from tests.fixtures.clients import CLIS, unique
-from tests.fixtures.registry import REGISTRY_BIN, LocalRegistry, start_registry
+from tests.fixtures.registry import REGISTRY_BIN, LocalRegistry, push_fresh_image, start_registry
 from tests.fixtures.tokenserver import TokenServer
 
 pytestmark = [
@@ -42,26 +41,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory, tokens: TokenServer) -> I
     yield from start_registry(tmp_path_factory.mktemp("errors-registry"), token=tokens)
 
 
-def _push_fresh_image(d: Daemon, reg: LocalRegistry, tmp_path: Path, repo: str) -> str:
-    """An image with a layer of its own in the registry (pushed by skopeo), not in the
-    daemon; returns its layer digest."""
-    (tmp_path / "rootfs").mkdir()
-    (tmp_path / "rootfs" / "payload").write_bytes(os.urandom(100_000))
-    subprocess.run(["tar", "-C", str(tmp_path / "rootfs"), "-cf", str(tmp_path / "rootfs.tar"), "."], check=True)
-    d.cli("import", str(tmp_path / "rootfs.tar"), "errors-fresh:v1")
-    d.cli("save", "-o", str(tmp_path / "fresh.tar"), "errors-fresh:v1")
-    d.cli("rmi", "errors-fresh:v1")
-    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", "--dest-creds", "carol:secret",
-                    f"docker-archive:{tmp_path / 'fresh.tar'}", f"docker://{reg.host}/{repo}:v1"], check=True)
-    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--creds", "carol:secret",
-                          f"docker://{reg.host}/{repo}:v1"], capture_output=True, check=True).stdout
-    return json.loads(raw)["layers"][0]["digest"]
-
-
 @pytest.mark.parametrize("kind", CLIS)
 def test_corrupt_blob_is_rejected(cli: Daemon, registry: LocalRegistry, kind: str, tmp_path: Path) -> None:
     repo = f"carol/{unique('corrupt')}"
-    layer = _push_fresh_image(cli, registry, tmp_path, repo)
+    layer = push_fresh_image(cli, f"{registry.host}/{repo}:v1", tmp_path, "carol:secret")
     hexdigest = layer.removeprefix("sha256:")
     data = registry.root / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexdigest[:2] / hexdigest / "data"
     blob = bytearray(data.read_bytes())

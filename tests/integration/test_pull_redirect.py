@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import Daemon
 from tests.fixtures.clients import unique
-from tests.fixtures.registry import REGISTRY_BIN, LocalRegistry, start_registry
+from tests.fixtures.registry import REGISTRY_BIN, LocalRegistry, push_fresh_image, start_registry
 from tests.fixtures.tokenserver import TokenServer
 
 pytestmark = [
@@ -75,15 +75,8 @@ def test_pull_and_push_follow_blob_redirects(cli: Daemon, redirecting: tuple[Loc
     files.requests.clear()
     cli.cli("rmi", "-f", name, check=False)
     # a blob the daemon lacks: pull a fresh layer through the redirect
-    (tmp_path / "rootfs").mkdir()
-    (tmp_path / "rootfs" / "payload").write_bytes(os.urandom(50_000))
-    subprocess.run(["tar", "-C", str(tmp_path / "rootfs"), "-cf", str(tmp_path / "fresh.tar"), "."], check=True)
-    cli.cli("import", str(tmp_path / "fresh.tar"), "cdn-fresh:v1")
-    cli.cli("save", "-o", str(tmp_path / "fresh-image.tar"), "cdn-fresh:v1")
-    cli.cli("rmi", "cdn-fresh:v1")
     fresh = f"{reg.host}/dora/{unique('fresh')}:v1"
-    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", "--dest-creds", "dora:explorer",
-                    f"docker-archive:{tmp_path / 'fresh-image.tar'}", f"docker://{fresh}"], check=True)
+    push_fresh_image(cli, fresh, tmp_path, "dora:explorer")
     files.requests.clear()
     out = cli.cli("pull", fresh).stdout  # anonymous: the realm grants pulls
     assert out.splitlines()[-1] == fresh

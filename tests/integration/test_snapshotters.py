@@ -360,6 +360,8 @@ def test_usage_counts_bytes(snapshotter: Snapshotter, tmp_path: Path) -> None:
     assert u.inodes == 3  # root dir, big (once), d
     sn.commit("c", "a")
     assert sn.usage("c") == u
+    # a committed snapshot is measured once (at the first ask, not by commit) and recorded
+    assert sn._meta.get("c").usage == u  # type: ignore[attr-defined]
     with mounted(sn.prepare("child", "c"), tmp_path) as p:
         (p / "small").write_bytes(b"x" * 10)
     child = sn.usage("child")
