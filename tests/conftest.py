@@ -122,6 +122,13 @@ class Daemon:
             self.proc.wait(timeout=60)
 
 
+def bridge_name(root: Path) -> str:
+    """The default bridge device of the test daemon on ``root`` (the same after a restart)."""
+    import hashlib
+
+    return "dy" + hashlib.sha256(str(root).encode()).hexdigest()[:8]
+
+
 def start_daemon(root: Path, *extra: str, prefix: tuple[str, ...] = ()) -> Daemon:
     """A dockyardd on its own data and exec roots; ``prefix`` wraps its command (e.g.
     nsenter into a network namespace). Both CLIs keep their logins in root/docker-config."""
@@ -132,6 +139,8 @@ def start_daemon(root: Path, *extra: str, prefix: tuple[str, ...] = ()) -> Daemo
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "DOCKER_CONFIG": str(root / "docker-config")}
     env.pop("PYTHONUNBUFFERED", None)  # the CLIs' output as a user's pipe gets it: flushed by the CLI itself
+    if not {"-b", "--bridge"} & {arg.split("=")[0] for arg in extra}:
+        extra = ("--bridge", bridge_name(root), *extra)  # daemons side by side: a default bridge each
     logf = open(log, "wb")  # noqa: SIM115 - the daemon owns it for its lifetime
     proc = subprocess.Popen(
         [*prefix, sys.executable, "-m", "dockyard.daemon.main", "--data-root", str(root / "data"),

@@ -23,6 +23,14 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+def _ports_column(ports: list[dict[str, Any]]) -> str:
+    if not ports:
+        return ""
+    from dockyard.cli.portflag import ports_column
+
+    return ports_column(ports)
+
+
 def _q(name: str) -> str:
     from dockyard.cli.client import quote
 
@@ -117,6 +125,12 @@ _RUN_FLAGS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("--privileged",), "bool", "Give extended privileges to this container"),
     (("--read-only",), "bool", "Mount the container's root filesystem as read only"),
     (("--network", "--net"), "str", "Connect a container to a network"),
+    (("--network-alias",), "list", "Add network-scoped alias for the container"),
+    (("--ip",), "str", "IPv4 address (e.g., 172.30.100.104)"),
+    (("--mac-address",), "str", "Container MAC address (e.g., 92:d0:c6:0a:29:33)"),
+    (("-p", "--publish"), "list", "Publish a container's port(s) to the host"),
+    (("-P", "--publish-all"), "bool", "Publish all exposed ports to random ports"),
+    (("--expose",), "list", "Expose a port or a range of ports"),
     (("--add-host",), "list", "Add a custom host-to-IP mapping (host:ip)"),
     (("--dns",), "list", "Set custom DNS servers"),
     (("--dns-search",), "list", "Set custom DNS search domains"),
@@ -437,7 +451,21 @@ def _build_create_body(o: argparse.Namespace, attach_stdin: bool) -> dict[str, A
         "CapAdd": _caps(o.cap_add),
         "CapDrop": _caps(o.cap_drop),
         "NetworkMode": o.network or "default",
+        "PublishAllPorts": bool(o.publish_all),
     }
+    if o.publish or o.expose:
+        from dockyard.cli.portflag import add_ports
+
+        add_ports(o.publish, o.expose, config, host)
+    endpoint: dict[str, Any] = {}
+    if o.ip:
+        endpoint["IPAMConfig"] = {"IPv4Address": o.ip}
+    if o.network_alias:
+        endpoint["Aliases"] = list(o.network_alias)
+    if o.mac_address:
+        endpoint["MacAddress"] = o.mac_address
+    if endpoint:
+        config["NetworkingConfig"] = {"EndpointsConfig": {o.network or "default": endpoint}}
     for flag, key in (("add_host", "ExtraHosts"), ("dns", "Dns"), ("dns_search", "DnsSearch"),
                       ("dns_option", "DnsOptions")):
         if getattr(o, flag):
@@ -730,7 +758,7 @@ def cmd_ps(ctx: Context, args: list[str], prog: str = "dockyard ps") -> int:
             "RunningFor": units.time_ago(created, now),
             "Status": c.get("Status", ""),
             "State": c.get("State", ""),
-            "Ports": "",
+            "Ports": _ports_column(c.get("Ports") or []),
             "Names": ",".join(names),
             "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
             "Mounts": "",

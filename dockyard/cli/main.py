@@ -43,6 +43,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "events": ("events", "cmd_events"),
     "exec": ("exec", "cmd_exec"),
     "volume": ("volumes", "cmd_volume"),
+    "network": ("networks", "cmd_network"),
+    "port": ("networks", "cmd_port"),
     "commit": ("container_fs", "cmd_commit"),
     "cp": ("cp", "cmd_cp"),
     "pull": ("images", "cmd_pull"),
@@ -72,6 +74,7 @@ Common Commands:
 Management Commands:
   container   Manage containers
   image       Manage images
+  network     Manage networks
   system      Manage dockyard
   volume      Manage volumes
 
@@ -90,6 +93,7 @@ Commands:
   load        Load an image from a tar archive or STDIN
   logs        Fetch the logs of a container
   pause       Pause all processes within one or more containers
+  port        List port mappings or a specific mapping for the container
   login       Authenticate to a registry
   logout      Log out from a registry
   pull        Download an image from a registry

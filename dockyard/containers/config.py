@@ -459,11 +459,17 @@ def validate_host_config(hc: dict[str, Any], warnings: list[str], *, swap_limit:
     extra_hosts(hc.get("ExtraHosts"))
     check_dns(hc.get("Dns"))
 
+    # --- published ports
+    from dockyard.network.ports import specs
+
+    if hc.get("PortBindings") is not None and not isinstance(hc["PortBindings"], dict):
+        raise InvalidArgument("invalid JSON: HostConfig.PortBindings must be an object")
+    specs(None, hc.get("PortBindings"), False)
+
     # --- namespaces
     net = hc.get("NetworkMode") or "default"
     hc["NetworkMode"] = net
-    if not (net in ("default", "bridge", "none", "host") or net.startswith("container:")):
-        raise InvalidArgument(f"network {net} not found")
+    # a network's name is looked up by the network service
     if net.startswith("container:") and not net[len("container:"):]:
         raise InvalidArgument("Invalid network mode: invalid container format container:<name|id>")
     ipc = hc.get("IpcMode") or "private"

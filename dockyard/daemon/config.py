@@ -23,6 +23,8 @@ _FILE_KEYS = {
     "registry-certs-dir": "registry_certs_dir",  # dockyard's: dockerd has the path built in
     "log-opts": "log_opts",
     "init": "init",
+    "bridge": "bridge",
+    "bip": "bip",
 }
 
 
@@ -40,10 +42,24 @@ class DaemonConfig:
     log_opts: dict[str, str] = field(default_factory=dict)
     # dockerd's "init": run every container with --init unless its HostConfig.Init says otherwise
     init: bool = False
+    bridge: str = ""  # the default bridge network's device ("" = dockyard0)
+    bip: str = ""  # its gateway address and subnet, "172.18.0.1/16" ("" = a free subnet)
 
     def __post_init__(self) -> None:
         if not isinstance(self.init, bool):
             raise InvalidArgument(f"invalid value for init: {self.init!r} (a boolean is expected)")
+        if self.bip:
+            from ipaddress import IPv4Interface
+
+            try:
+                gateway = IPv4Interface(self.bip)
+            except ValueError:
+                raise InvalidArgument(f"invalid bip: {self.bip}") from None
+            if gateway.ip in (gateway.network.network_address, gateway.network.broadcast_address) or \
+                    gateway.network.prefixlen > 30:
+                raise InvalidArgument(f"invalid bip {self.bip}: the address must be a host address of its subnet")
+        if self.bridge and (len(self.bridge) > 15 or "/" in self.bridge or " " in self.bridge):
+            raise InvalidArgument(f"invalid bridge name {self.bridge!r}: at most 15 characters, no '/' or spaces")
         if not self.hosts:
             self.hosts = [f"unix://{self.exec_root}/dockyard.sock"]
         if not self.pidfile:

@@ -203,6 +203,7 @@ class ContainerService:
         self._collecting: set[str] = set()  # removed containers whose files are being deleted
         self._removed_exits: dict[str, int] = {}  # the last removals' exit codes, for their waiters
         self._health: dict[str, HealthMonitor] = {}  # id -> the healthcheck of its current run
+        self._shutting_down = False  # waits end: the daemon stops (its containers may live on)
 
     # ------------------------------------------------------------------ records
 
@@ -289,6 +290,16 @@ class ContainerService:
                 self._monitor(rec.id)
                 self._start_health(rec, reset=False)
 
+    def restore_networks(self) -> None:
+        """At daemon start: running containers keep their endpoints and ports; those that
+        exited meanwhile give theirs back."""
+        for rec in self.engine.networks.restore(self._all()):
+            with self._lock:
+                cur = self._by_id(rec.id)
+                if cur is not None:
+                    cur.extra["Networks"], cur.extra["Ports"] = rec.extra.get("Networks"), rec.extra.get("Ports")
+                    self._save(cur)
+
     def remove_incomplete(self) -> None:
         """At daemon start: a record whose create never completed (the previous daemon died
         in it) is torn down — whatever of its mount, bundle, snapshot, supervisor container
@@ -347,6 +358,9 @@ class ContainerService:
                     monitor.stop()
                 self._save(rec)
                 self._changed.notify_all()
+            if not auto_remove:  # a removal releases them after answering its waiters
+                with contextlib.suppress(DockyardError, OSError):
+                    self._release_networks(cid)
             if delay is not None:
                 timer = threading.Timer(delay, self._auto_restart, (cid,))
                 timer.daemon = True
@@ -373,6 +387,10 @@ class ContainerService:
         img = self.images.resolve(image_ref)
         cid = secrets.token_hex(32)
         res = normalize_create(body, img.config.config, container_id=cid)
+        networks = self.engine.networks.settings_for_create(res.host_config, body.get("NetworkingConfig"))
+        if res.config.get("MacAddress") and networks:  # API < 1.44 sends it in Config
+            first = next(iter(networks.values()))
+            first["MacAddress"] = first.get("MacAddress") or res.config["MacAddress"]
         points = self._with_volumes_from(parse_mounts(res.config, res.host_config), res.host_config)
         with self._lock:
             if name:
@@ -389,7 +407,7 @@ class ContainerService:
             log_dir = os.path.join(self.data_root, "containers", cid)
             rec = Record(id=cid, name=full, image=img.id, config=res.config, host_config=res.host_config,
                          created=_now(), snapshot_key=cid, log_path=os.path.join(log_dir, f"{cid}-json.log"),
-                         bundle=bundle, extra={"incomplete": True})
+                         bundle=bundle, extra={"incomplete": True, "Networks": networks})
             # the record first: it reserves the name, and it is what remove() cleans up from
             # should anything below fail half-way — or what the next daemon removes, should
             # this one die before the create is complete
@@ -427,17 +445,28 @@ class ContainerService:
         crash_point("create:mounted")
         self._sup_create(rec)
 
-    @staticmethod
-    def _etc_mounts(rec: Record, taken: set[str]) -> list[dict[str, Any]]:
+    def _write_etc_files(self, rec: Record) -> dict[str, str]:
+        """The container's /etc files in its bundle, as its network settings now are (its
+        address once it runs; the embedded DNS server on a user network)."""
+        from dockyard.network import etcfiles
+
+        nets = self.engine.networks
+        endpoint = nets.endpoint_of(rec)
+        host_gateway = None
+        if any(e.partition("=" if "=" in e else ":")[2] == "host-gateway" for e in rec.host_config.get("ExtraHosts") or []):
+            host_gateway = nets.host_gateway()
+        hostname = container_hostname(rec.id, rec.config, rec.host_config)
+        return etcfiles.write_files(rec.bundle, hostname, rec.host_config,
+                                    address=endpoint["IPAddress"] if endpoint else None,
+                                    nameserver=nets.embedded_dns(rec), host_gateway=host_gateway)
+
+    def _etc_mounts(self, rec: Record, taken: set[str]) -> list[dict[str, Any]]:
         """/etc/hosts, /etc/resolv.conf and /etc/hostname, written into the bundle and bound
         over the image's (not where the request mounts something itself; a container in
         another's network namespace keeps the image's files)."""
-        from dockyard.network import etcfiles
-
         if (rec.host_config.get("NetworkMode") or "").startswith("container:"):
             return []
-        hostname = container_hostname(rec.id, rec.config, rec.host_config)
-        files = etcfiles.write_files(rec.bundle, hostname, rec.host_config)
+        files = self._write_etc_files(rec)
         options = ["rbind", "rprivate", *(["ro"] if rec.host_config.get("ReadonlyRootfs") else [])]
         return [{"destination": dest, "type": "bind", "source": src, "options": options}
                 for dest, src in files.items() if dest not in taken]
@@ -535,11 +564,23 @@ class ContainerService:
                 with contextlib.suppress(NotFound):
                     sup.call("delete", id=rec.id, force=True, restart=True)
                 self._sup_create(rec)
+            if rec.extra.get("Networks"):
+                self._attach_networks(rec, sup)
             try:
-                st = sup.call("start", id=rec.id)
-            except NotFound:  # the supervisor lost it (e.g. a new one after a crash)
-                self._sup_create(rec)
-                st = sup.call("start", id=rec.id)
+                try:
+                    st = sup.call("start", id=rec.id)
+                except NotFound:  # the supervisor lost it (e.g. a new one after a crash)
+                    self._sup_create(rec)
+                    if rec.extra.get("Networks"):
+                        self._attach_networks(rec, sup)
+                    st = sup.call("start", id=rec.id)
+            except BaseException:
+                self.engine.networks.detach(rec)
+                with self._lock:
+                    cur = self._refresh(rec)
+                    cur.extra["Networks"], cur.extra["Ports"] = rec.extra.get("Networks"), None
+                    self._save(cur)
+                raise
             crash_point("start:supervisor")
             if "pid" not in st:  # a supervisor from before start answered with the pid
                 st = sup.call("state", id=rec.id)
@@ -553,6 +594,54 @@ class ContainerService:
             self._monitor(rec.id)
             self._start_health(rec)
             self.event(rec, "start")
+
+    def _attach_networks(self, rec: Record, sup: Any) -> None:
+        """Endpoints into the created container's namespace (its init waits for start),
+        its /etc files with its address; on failure nothing of them is left and the
+        container stays created."""
+        try:
+            pid = int(sup.call("state", id=rec.id)["pid"])
+        except NotFound:
+            self._sup_create(rec)
+            pid = int(sup.call("state", id=rec.id)["pid"])
+        try:
+            self.engine.networks.attach(rec, pid)
+            self._write_etc_files(rec)
+        except BaseException as e:
+            self.engine.networks.detach(rec)
+            with self._lock:
+                cur = self._refresh(rec)
+                cur.error = str(e)
+                self._save(cur)
+            raise
+        with self._lock:
+            cur = self._refresh(rec)
+            cur.extra["Networks"], cur.extra["Ports"] = rec.extra.get("Networks"), rec.extra.get("Ports")
+            self._save(cur)
+
+    def _release_networks(self, cid: str) -> None:
+        """After an exit: the run's endpoints and ports go (unless a new run has begun)."""
+        with self._locked(cid):
+            rec = self._by_id(cid)
+            if rec is None or rec.running or not rec.extra.get("Networks"):
+                return
+            self.engine.networks.detach(rec)
+            with self._lock:
+                cur = self._by_id(cid)
+                if cur is not None and not cur.running:
+                    cur.extra["Networks"], cur.extra["Ports"] = rec.extra.get("Networks"), None
+                    self._save(cur)
+
+    def update_record(self, ref: str, fn: Callable[[Record], None]) -> Record:
+        """Apply ``fn`` to a container's record under its lock, and save it (network
+        connect / disconnect)."""
+        rec = self.lookup(ref)
+        with self._locked(rec.id):
+            rec = self._refresh(rec)
+            fn(rec)
+            with self._lock:
+                self._save(rec)
+        return rec
 
     def resize(self, ref: str, height: int, width: int) -> None:
         """The container's terminal size (TIOCSWINSZ on the supervisor's pty master)."""
@@ -787,6 +876,8 @@ class ContainerService:
                     elif not cur.running:
                         return {"StatusCode": cur.exit_code, "Error": None}
                     last = cur
+                    if self._shutting_down:
+                        raise Unavailable("the daemon is shutting down")
                     if cur.running and cid not in self._monitored:
                         self._monitor(cid)
                     self._changed.wait()
@@ -842,6 +933,8 @@ class ContainerService:
             crash_point("remove:record")
             with contextlib.suppress(NotFound):
                 self._sup().call("delete", id=rec.id, force=True)
+            with contextlib.suppress(DockyardError, OSError):
+                self.engine.networks.detach(rec)
             self._remove_files(rec.id, rec.bundle, rec.snapshot_key, os.path.dirname(rec.log_path))
             self._release_volumes(rec, remove_anonymous=volumes)
         finally:
@@ -961,11 +1054,67 @@ class ContainerService:
         return out
 
     @staticmethod
-    def _network_settings(rec: Record) -> dict[str, Any]:
+    def _published(rec: Record) -> dict[str, Any]:
+        """NetworkSettings.Ports of a running container: each exposed port, with its host
+        bindings or None."""
+        if not rec.running:
+            return {}
+        out: dict[str, Any] = {key: None for key in rec.config.get("ExposedPorts") or {}}
+        for b in rec.extra.get("Ports") or []:
+            key = f"{b['container_port']}/{b['proto']}"
+            out[key] = (out.get(key) or []) + [{"HostIp": b["host_ip"] or "0.0.0.0", "HostPort": str(b["host_port"])}]
+        return out
+
+    @staticmethod
+    def _endpoints(rec: Record) -> dict[str, dict[str, Any]]:
+        """NetworkSettings.Networks: per network, what was asked for and, while the
+        container runs, its endpoint."""
         mode = rec.host_config.get("NetworkMode") or "default"
-        return {"Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "Gateway": "",
-                "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
-                "Networks": {} if mode in ("default", "none") else {mode: {}}}
+        out: dict[str, dict[str, Any]] = {}
+        for name, cfg in (rec.extra.get("Networks") or {}).items():
+            live = rec.running and bool(cfg.get("EndpointID"))
+            user = name not in ("bridge", "host", "none")
+            out[name] = {
+                "IPAMConfig": cfg.get("IPAMConfig"), "Links": None, "Aliases": cfg.get("Aliases"),
+                "MacAddress": (cfg.get("Mac") if live else cfg.get("MacAddress")) or "",
+                "DriverOpts": None, "NetworkID": cfg.get("NetworkID") or "",
+                "EndpointID": cfg["EndpointID"] if live else "", "Gateway": cfg["Gateway"] if live else "",
+                "IPAddress": cfg["IPAddress"] if live else "", "IPPrefixLen": cfg["IPPrefixLen"] if live else 0,
+                "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "DNSNames": [rec.name.lstrip("/"), rec.id[:12], *(cfg.get("Aliases") or [])] if live and user else None,
+            }
+        if mode in ("host", "none"):
+            out[mode] = {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "DriverOpts": None,
+                         "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                         "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None}
+        return out
+
+    def _network_settings(self, rec: Record) -> dict[str, Any]:
+        networks = self._endpoints(rec)
+        bridge = networks.get("bridge") or {}
+        return {"Bridge": "", "SandboxID": "", "SandboxKey": f"/proc/{rec.pid}/ns/net" if rec.running else "",
+                "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+                "Ports": self._published(rec), "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+                "EndpointID": bridge.get("EndpointID", ""), "Gateway": bridge.get("Gateway", ""),
+                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": bridge.get("IPAddress", ""),
+                "IPPrefixLen": bridge.get("IPPrefixLen", 0), "IPv6Gateway": "",
+                "MacAddress": bridge.get("MacAddress", ""), "Networks": networks}
+
+    @staticmethod
+    def _port_list(rec: Record) -> list[dict[str, Any]]:
+        """``ps``'s Ports: the bindings, then exposed ports without one."""
+        if not rec.running:
+            return []
+        out, bound = [], set()
+        for b in rec.extra.get("Ports") or []:
+            out.append({"IP": b["host_ip"] or "0.0.0.0", "PrivatePort": b["container_port"],
+                        "PublicPort": b["host_port"], "Type": b["proto"]})
+            bound.add(f"{b['container_port']}/{b['proto']}")
+        for key in rec.config.get("ExposedPorts") or {}:
+            port, _, proto = key.partition("/")
+            if f"{port}/{proto or 'tcp'}" not in bound:
+                out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+        return out
 
     def status_text(self, rec: Record, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -1004,11 +1153,11 @@ class ContainerService:
             out.append({
                 "Id": r.id, "Names": [r.name], "Image": r.config.get("Image") or r.image,
                 "ImageID": r.image, "Command": " ".join(args),
-                "Created": int(_parse_ts(r.created)), "Ports": [],
+                "Created": int(_parse_ts(r.created)), "Ports": self._port_list(r),
                 "Labels": r.config.get("Labels") or {}, "State": r.state,
                 "Status": self.status_text(r),
                 "HostConfig": {"NetworkMode": r.host_config.get("NetworkMode") or "default"},
-                "NetworkSettings": {"Networks": {}}, "Mounts": [],
+                "NetworkSettings": {"Networks": self._endpoints(r)}, "Mounts": [],
             })
             if size:
                 out[-1]["SizeRw"], out[-1]["SizeRootFs"] = self.sizes(r)
@@ -1247,6 +1396,13 @@ class ContainerService:
 
     def is_mounted(self, rec: Record) -> bool:
         return is_mounted(os.path.join(rec.bundle, "rootfs"))
+
+    def end_waits(self) -> None:
+        """The daemon stops serving: pending waits answer now (their clients, if still
+        there, see the daemon go); the containers keep running (live restore)."""
+        with self._changed:
+            self._shutting_down = True
+            self._changed.notify_all()
 
     def close(self) -> None:
         """On daemon shutdown: give back the empty parent cgroup (a host without dockyard

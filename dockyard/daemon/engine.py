@@ -17,6 +17,7 @@ from dockyard.daemon.config import DaemonConfig
 from dockyard.daemon.containers import ContainerService
 from dockyard.daemon.events import EventBus
 from dockyard.daemon.execs import ExecService
+from dockyard.daemon.networks import NetworkService
 from dockyard.daemon.volumes import VolumeService
 from dockyard.distribution.hosts import RegistryHosts
 from dockyard.errors import Unavailable
@@ -54,6 +55,7 @@ class Engine:
         self.runtime_root = os.path.join(config.exec_root, "runtime")
         self._sup_lock = threading.Lock()
         self._sup_client: SupervisorClient | None = None
+        self.networks = NetworkService(self)
         self.containers = ContainerService(self)
         self.execs = ExecService(self)
         self.volumes = VolumeService(self)
@@ -62,6 +64,7 @@ class Engine:
             self._connect()
         self.containers.remove_incomplete()
         self.containers.remove_orphans()
+        self.containers.restore_networks()
         self.containers.start_by_policy()
 
     # ------------------------------------------------------------------ supervisor
@@ -145,6 +148,7 @@ class Engine:
 
     def close(self) -> None:
         self.containers.close()
+        self.networks.close()
         self.volumes.close()
         self.metadata.close()
         self.snapshotter.close()

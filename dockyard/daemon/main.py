@@ -32,6 +32,8 @@ def parse_args(argv: list[str]) -> tuple[dict, str | None]:
     p.add_argument("--registry-mirror", action="append", dest="registry_mirrors")
     p.add_argument("--registry-certs-dir", dest="registry_certs_dir",
                    help="Per-registry TLS directories <dir>/<host[:port]>/ (default /etc/docker/certs.d)")
+    p.add_argument("-b", "--bridge", help="The default bridge network's device (default dockyard0)")
+    p.add_argument("--bip", help="The default bridge's address and subnet, e.g. 172.18.0.1/16")
     p.add_argument("-v", "--version", action="version", version=f"dockyardd version {__version__}")
     ns = vars(p.parse_args(argv))
     config_file = ns.pop("config_file")
@@ -83,6 +85,7 @@ async def _serve(engine, hosts: list[str]) -> None:
     print(f"dockyardd {__version__} ready", file=sys.stderr, flush=True)
     await stop.wait()
     log.info("shutting down")
+    engine.containers.end_waits()  # a wait blocks a thread until its container exits
     await runner.cleanup()
     for path in sockets:
         try:

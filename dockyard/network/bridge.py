@@ -1,28 +1,24 @@
-"""The default bridge network (``dockyard0``, docker's ``bridge``): made on first use, its
-subnet the one given (``--bip``), the one the bridge already has (a daemon restarted with
-containers running), or the first free candidate (ipam.choose_subnet); outbound NAT in
-dockyard's own nftables table named after the bridge; given back — bridge and table — when
-the daemon stops with no endpoint left. Endpoints are veth pairs into containers' network
-namespaces (links.attach_veth). Not yet used by the container service (see the package)."""
+"""A bridge network's kernel side: its bridge device (with the gateway address), its
+address pool, and its endpoints — veth pairs into containers' network namespaces."""
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 import threading
 from dataclasses import asdict, dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from dockyard.network import ipam, links
-from dockyard.network.nat import NatTable
 
 _FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    id: str  # the container's
+    id: str
     veth: str  # the host end
+    inside: str  # the container's end: eth0, eth1, ...
     address: str  # "172.18.0.2/16"
     gateway: str
     mac: str
@@ -32,12 +28,16 @@ class Endpoint:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Endpoint:
-        return cls(**{k: doc[k] for k in ("id", "veth", "address", "gateway", "mac")})
+        return cls(**{k: doc[k] for k in cls.__dataclass_fields__})
+
+    @property
+    def ip(self) -> str:
+        return self.address.split("/")[0]
 
 
-def veth_name(endpoint_id: str) -> str:
-    """docker's form: "veth" and 7 hex digits (the peer gets a "p"; 15 bytes at most)."""
-    return "veth" + hashlib.sha256(endpoint_id.encode()).hexdigest()[:7]
+def veth_name() -> str:
+    """docker's form: "veth" and 7 hex digits (15 bytes at most for a link name)."""
+    return "veth" + secrets.token_hex(4)[:7]
 
 
 def mac_for(address: IPv4Address) -> str:
@@ -45,83 +45,80 @@ def mac_for(address: IPv4Address) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in address.packed)
 
 
-class DefaultBridge:
-    def __init__(self, name: str = "dockyard0", bip: str | None = None) -> None:
-        self.name = name
-        self._bip = IPv4Interface(bip) if bip else None
-        self._pool: ipam.Pool | None = None
-        self._endpoints: dict[str, Endpoint] = {}
+class BridgeNetwork:
+    def __init__(self, device: str, subnet: IPv4Network, gateway: IPv4Address | None = None,
+                 ip_range: IPv4Network | None = None) -> None:
+        self.device = device
+        self.pool = ipam.Pool(subnet, gateway, ip_range)
+        self.endpoints: dict[str, Endpoint] = {}
         self._lock = threading.Lock()
-        self.nat = NatTable(name)
-
-    # ------------------------------------------------------------------ the bridge
-
-    def _ensure(self) -> ipam.Pool:
-        if self._pool is not None:
-            return self._pool
-        gateway = self._bip or links.bridge_address(self.name)
-        if gateway is None:
-            subnet = ipam.choose_subnet(links.host_routes())
-            gateway = IPv4Interface(f"{subnet.network_address + 1}/{subnet.prefixlen}")
-        links.ensure_bridge(self.name, gateway)
-        self.nat.masquerade(gateway.network, self.name)
-        _enable_forwarding()
-        self._pool = ipam.Pool(gateway.network, gateway.ip)
-        return self._pool
+        self._up = False
 
     @property
-    def subnet(self) -> str | None:
-        return str(self._pool.subnet) if self._pool else None
+    def subnet(self) -> IPv4Network:
+        return self.pool.subnet
 
-    # ------------------------------------------------------------------ endpoints
+    @property
+    def gateway(self) -> IPv4Address:
+        return self.pool.gateway
 
-    def connect(self, endpoint_id: str, netns_path: str, ip: str | None = None) -> Endpoint:
-        """A veth from the bridge into the namespace, with an address (``ip``: --ip)."""
+    def ensure(self) -> bool:
+        """The bridge device up with the gateway address; True if it was made now."""
+        if self._up:
+            return False
+        created = links.ensure_bridge(self.device, IPv4Interface(f"{self.gateway}/{self.subnet.prefixlen}"))
+        links.allow_route_localnet(self.device)
+        _enable_forwarding()
+        self._up = True
+        return created
+
+    @property
+    def is_up(self) -> bool:
+        return self._up
+
+    def connect(self, endpoint_id: str, netns_path: str, ip: str | None = None, mac: str | None = None,
+                inside: str = "eth0", default_route: bool = True) -> Endpoint:
+        """A veth from the bridge into the namespace, with an address (``ip``: --ip) and,
+        if ``default_route`` (the container's first network, not an internal one), the
+        default route through the gateway."""
         with self._lock:
-            pool = self._ensure()
-            addr = pool.allocate(ip)
+            addr = self.pool.allocate(ip)
             try:
-                ep = Endpoint(endpoint_id, veth_name(endpoint_id), f"{addr}/{pool.subnet.prefixlen}",
-                              str(pool.gateway), mac_for(addr))
-                links.attach_veth(ep.veth, self.name, netns_path, IPv4Interface(ep.address), pool.gateway,
-                                  mac=ep.mac)
+                self.ensure()
+                ep = Endpoint(endpoint_id, veth_name(), inside, f"{addr}/{self.subnet.prefixlen}",
+                              str(self.gateway), mac or mac_for(addr))
+                links.attach_veth(ep.veth, self.device, netns_path, IPv4Interface(ep.address),
+                                  self.gateway if default_route else None, mac=ep.mac, inside_name=inside)
             except BaseException:
-                pool.release(addr)
+                self.pool.release(addr)
                 raise
-            self._endpoints[endpoint_id] = ep
+            self.endpoints[endpoint_id] = ep
             return ep
 
     def disconnect(self, endpoint_id: str) -> None:
         with self._lock:
-            ep = self._endpoints.pop(endpoint_id, None)
+            ep = self.endpoints.pop(endpoint_id, None)
             if ep is None:
                 return
             links.delete_link(ep.veth)  # gone already when the namespace died: nothing to do
-            if self._pool is not None:
-                self._pool.release(IPv4Interface(ep.address).ip)
+            self.pool.release(IPv4Interface(ep.address).ip)
 
-    def restore(self, endpoints: list[Endpoint]) -> None:
-        """Endpoints of containers still running after a daemon restart: their addresses
-        stay taken."""
+    def restore(self, ep: Endpoint) -> None:
+        """An endpoint of a container still running after a daemon restart."""
         with self._lock:
-            pool = self._ensure()
-            for ep in endpoints:
-                pool.reserve(IPv4Interface(ep.address).ip)
-                self._endpoints[ep.id] = ep
+            self.pool.reserve(IPv4Interface(ep.address).ip)
+            self.endpoints[ep.id] = ep
+            self._up = True  # its bridge is there: the endpoint is on it
 
-    def close(self) -> bool:
-        """Give the bridge and the NAT table back if no endpoint is left; whether it did."""
+    def delete(self) -> None:
+        """Remove the bridge device (its endpoints must be gone)."""
         with self._lock:
-            if self._endpoints:
-                return False
-            links.delete_link(self.name)
-            self.nat.remove()
-            self._pool = None
-            return True
+            links.delete_link(self.device)
+            self._up = False
 
 
 def _enable_forwarding() -> None:
-    """Routing between the bridge and the host's other interfaces, as dockerd turns on."""
+    """Routing between the bridges and the host's other interfaces, as dockerd turns on."""
     with open(_FORWARD) as f:
         if f.read().strip() == "1":
             return

@@ -51,6 +51,18 @@ def resolv_conf(host_text: str, dns: list[str] | None = None, search: list[str] 
     return "\n".join([*out, *other]) + "\n"
 
 
+def host_nameservers(host_etc: str = "/etc") -> list[str]:
+    """The host's resolvers (loopback ones too: the daemon asks them from the host's
+    network), docker's defaults if it has none."""
+    try:
+        with open(os.path.join(host_etc, "resolv.conf")) as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    found = [w[1] for w in (line.split() for line in text.splitlines()) if len(w) > 1 and w[0] == "nameserver"]
+    return found or list(DEFAULT_NAMESERVERS)
+
+
 def hosts(hostname: str, address: str | None = None, extra: list[tuple[str, str]] | None = None,
           aliases: list[str] | None = None) -> str:
     """docker's /etc/hosts: localhost lines, ``--add-host`` entries, then the container's
@@ -65,15 +77,19 @@ def hostname_file(hostname: str) -> str:
     return hostname + "\n"
 
 
-def extra_hosts(entries: list[str] | None) -> list[tuple[str, str]]:
-    """``--add-host`` entries ("host:ip", or docker 25's "host=ip") as (host, ip)."""
+def extra_hosts(entries: list[str] | None, host_gateway: str | None = None) -> list[tuple[str, str]]:
+    """``--add-host`` entries ("host:ip", or docker 25's "host=ip") as (host, ip); the
+    special address ``host-gateway`` is the default bridge's gateway (``host_gateway``,
+    left as it is when not given: validation)."""
     out = []
     for entry in entries or []:
         sep = "=" if "=" in entry else ":"
         name, _, ip = entry.partition(sep)
         if ip == "host-gateway":
-            raise InvalidArgument(f"invalid --add-host {entry!r}: host-gateway needs the default bridge, "
-                                  "which dockyard does not provide yet")
+            if not name:
+                raise InvalidArgument(f"bad format for add-host: {entry!r}")
+            out.append((name, host_gateway or ip))
+            continue
         try:
             ipaddress.ip_address(ip.strip("[]"))
         except ValueError:
@@ -93,10 +109,13 @@ def check_dns(servers: list[str] | None) -> None:
 
 
 def write_files(directory: str, hostname: str, hc: dict[str, Any], address: str | None = None,
-                host_etc: str = "/etc") -> dict[str, str]:
-    """Write a container's hosts, resolv.conf and hostname into ``directory``; returns
-    container path -> file. In the host's network the host's own files are the base, its
-    loopback resolvers kept (they are reachable there)."""
+                host_etc: str = "/etc", nameserver: str | None = None,
+                host_gateway: str | None = None) -> dict[str, str]:
+    """Write a container's hosts, resolv.conf and hostname into ``directory`` (in place:
+    the files may be bound into a created container already); returns container path ->
+    file. In the host's network the host's own files are the base, its loopback resolvers
+    kept (they are reachable there). ``nameserver``: the embedded DNS server's address
+    (user networks), which then also forwards to --dns."""
     host_network = (hc.get("NetworkMode") or "default") == "host"
     try:
         with open(os.path.join(host_etc, "resolv.conf")) as f:
@@ -106,17 +125,17 @@ def write_files(directory: str, hostname: str, hc: dict[str, Any], address: str 
     if host_network and not (hc.get("Dns") or hc.get("DnsSearch") or hc.get("DnsOptions")):
         resolv = host_resolv  # as it is: its loopback resolvers answer in the host's network
     else:
-        resolv = resolv_conf(host_resolv, hc.get("Dns"), hc.get("DnsSearch"), hc.get("DnsOptions"),
-                             keep_loopback=host_network)
+        resolv = resolv_conf(host_resolv, [nameserver] if nameserver else hc.get("Dns"), hc.get("DnsSearch"),
+                             hc.get("DnsOptions"), keep_loopback=host_network)
     if host_network:
         try:
             with open(os.path.join(host_etc, "hosts")) as f:
                 host_hosts = f.read()
         except OSError:
             host_hosts = _HOSTS_HEAD
-        hosts_text = host_hosts + "".join(f"{ip}\t{name}\n" for name, ip in extra_hosts(hc.get("ExtraHosts")))
+        hosts_text = host_hosts + "".join(f"{ip}\t{name}\n" for name, ip in extra_hosts(hc.get("ExtraHosts"), host_gateway))
     else:
-        hosts_text = hosts(hostname, address, extra_hosts(hc.get("ExtraHosts")))
+        hosts_text = hosts(hostname, address, extra_hosts(hc.get("ExtraHosts"), host_gateway))
     files = {"/etc/hosts": hosts_text, "/etc/resolv.conf": resolv, "/etc/hostname": hostname_file(hostname)}
     out = {}
     for dest, text in files.items():

@@ -129,31 +129,29 @@ def host_routes() -> list[IPv4Network]:
 @_oserrors
 def attach_veth(host_name: str, bridge: str, netns_path: str, address: IPv4Interface,
                 gateway: IPv4Address | None, mac: str | None = None, inside_name: str = "eth0") -> None:
-    """A veth pair: ``host_name`` on ``bridge`` (up), its peer moved into the namespace at
-    ``netns_path`` as ``inside_name`` with ``address``, up, and a default route via
-    ``gateway``. Nothing is left behind on failure (deleting the host end takes the peer)."""
-    peer = host_name + "p"
+    """A veth pair: ``host_name`` on ``bridge`` (up), its peer made directly inside the
+    namespace at ``netns_path`` as ``inside_name`` (moving a link between namespaces costs
+    the kernel an RCU grace period, ~15 ms) with ``mac`` and ``address``, up, ``lo`` up,
+    and a default route via ``gateway``. Nothing is left behind on failure (deleting the
+    host end takes the peer)."""
     with _iproute() as ipr:
         br = link_index(ipr, bridge)
         if br is None:
             raise FileNotFoundError(f"bridge {bridge} does not exist")
-        ipr.link("add", ifname=host_name, kind="veth", peer={"ifname": peer})
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            host_idx, peer_idx = link_index(ipr, host_name), link_index(ipr, peer)
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                ipr.link("set", index=peer_idx, net_ns_fd=fd)
-            finally:
-                os.close(fd)
-            ipr.link("set", index=host_idx, master=br, state="up")
+            peer: dict[str, Any] = {"ifname": inside_name, "net_ns_fd": fd}
+            if mac:
+                peer["address"] = mac
+            ipr.link("add", ifname=host_name, kind="veth", master=br, peer=peer)
+        finally:
+            os.close(fd)
+        try:
+            ipr.link("set", index=link_index(ipr, host_name), state="up")
 
             def inside() -> None:
                 with _iproute() as nipr:
-                    idx = link_index(nipr, peer)
-                    settings: dict[str, Any] = {"ifname": inside_name}
-                    if mac:
-                        settings["address"] = mac
-                    nipr.link("set", index=idx, **settings)
+                    idx = link_index(nipr, inside_name)
                     nipr.addr("add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen)
                     nipr.link("set", index=idx, state="up")
                     lo = link_index(nipr, "lo")
@@ -166,6 +164,28 @@ def attach_veth(host_name: str, bridge: str, netns_path: str, address: IPv4Inter
         except BaseException:
             delete_link(host_name)
             raise
+
+
+@_oserrors
+def free_name(netns_path: str, prefix: str = "eth") -> str:
+    """The first ``<prefix>N`` no link inside the namespace has (a container joining one
+    more network)."""
+    def read() -> set[str]:
+        with _iproute() as ipr:
+            return {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+
+    names = in_netns(netns_path, read)
+    n = 0
+    while f"{prefix}{n}" in names:
+        n += 1
+    return f"{prefix}{n}"
+
+
+def allow_route_localnet(device: str) -> None:
+    """Let 127.0.0.1 be routed out of ``device``: a port published on the host's loopback
+    is DNATed to a container behind it (docker sets the same without its proxy)."""
+    with open(f"/proc/sys/net/ipv4/conf/{device}/route_localnet", "w") as f:
+        f.write("1")
 
 
 @_oserrors

@@ -1,7 +1,7 @@
-"""The default bridge network (dockyard/network/bridge.py) on the real kernel: made on first
-use, endpoints into namespaces the test makes, addresses released and reused, a second
-instance (a restarted daemon) taking the bridge's subnet and the running endpoints over,
-and bridge and NAT table given back once no endpoint is left."""
+"""A bridge network's kernel side (dockyard/network/bridge.py) on the real kernel: the
+bridge made on first use, endpoints into namespaces the test makes, addresses released
+and reused, a second instance (a restarted daemon) taking the running endpoints over, and
+everything given back."""
 
 from __future__ import annotations
 
@@ -10,22 +10,24 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
 
 from dockyard.errors import Conflict
 from dockyard.network import links
-from dockyard.network.bridge import DefaultBridge, veth_name
-from dockyard.network.nat import tables
+from dockyard.network.bridge import BridgeNetwork
 
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netlink, namespaces, nftables)"),
-    pytest.mark.skipif(shutil.which("nft") is None, reason="nftables is not installed (apt install nftables)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netlink, namespaces)"),
     pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox is not installed"),
 ]
 FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+def _links() -> str:
+    return subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
 
 
 @pytest.fixture
@@ -39,14 +41,10 @@ def env() -> Iterator[dict[str, str]]:
         yield names
     finally:
         FORWARD.write_text(forward)  # the bridge turns forwarding on (as dockerd): the host gets it back
-        for ep in ("c1", "c2", "c3"):
-            links.delete_link(veth_name(ep + names["bridge"]))
         links.delete_link(names["bridge"])
-        subprocess.run(["nft", "delete", "table", "ip", names["bridge"]], capture_output=True)
         for ns in ("ns1", "ns2"):
             subprocess.run(["ip", "netns", "del", names[ns]], check=False)
-        assert names["bridge"] not in tables()
-        assert names["bridge"] not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert names["bridge"] not in _links()
 
 
 def _ping(ns: str, address: str) -> bool:
@@ -54,40 +52,39 @@ def _ping(ns: str, address: str) -> bool:
                           capture_output=True).returncode == 0
 
 
-def test_default_bridge_lifecycle(env: dict[str, str]) -> None:
-    br = DefaultBridge(env["bridge"], bip="10.234.0.1/24")
-    assert br.subnet is None and env["bridge"] not in tables()  # nothing until the first endpoint
-    ep1 = br.connect("c1" + env["bridge"], f"/run/netns/{env['ns1']}")
-    assert (ep1.address, ep1.gateway, ep1.mac) == ("10.234.0.2/24", "10.234.0.1", "02:42:0a:ea:00:02")
-    assert ep1.veth == veth_name("c1" + env["bridge"]) and len(ep1.veth) == 11
-    assert env["bridge"] in tables() and FORWARD.read_text().strip() == "1"
-    ep2 = br.connect("c2" + env["bridge"], f"/run/netns/{env['ns2']}", ip="10.234.0.50")
-    assert ep2.address == "10.234.0.50/24"
+def test_bridge_network_lifecycle(env: dict[str, str]) -> None:
+    br = BridgeNetwork(env["bridge"], IPv4Network("10.234.0.0/24"))
+    assert not br.is_up and env["bridge"] not in _links()  # nothing until the first endpoint
+    ep1 = br.connect("c1", f"/run/netns/{env['ns1']}")
+    assert (ep1.address, ep1.gateway, ep1.mac, ep1.inside) == ("10.234.0.2/24", "10.234.0.1", "02:42:0a:ea:00:02",
+                                                               "eth0")
+    assert ep1.veth.startswith("veth") and len(ep1.veth) == 11 and ep1.veth in _links()
+    assert br.is_up and FORWARD.read_text().strip() == "1"
+    assert Path(f"/proc/sys/net/ipv4/conf/{env['bridge']}/route_localnet").read_text().strip() == "1"
+    ep2 = br.connect("c2", f"/run/netns/{env['ns2']}", ip="10.234.0.50", mac="02:00:00:00:00:50")
+    assert (ep2.address, ep2.mac) == ("10.234.0.50/24", "02:00:00:00:00:50")
     assert _ping(env["ns1"], "10.234.0.50") and _ping(env["ns2"], "10.234.0.1")
     with pytest.raises(Conflict, match="Address already in use: 10.234.0.50"):
-        br.connect("c3" + env["bridge"], f"/run/netns/{env['ns1']}", ip="10.234.0.50")
+        br.connect("c3", f"/run/netns/{env['ns1']}", ip="10.234.0.50")
+    # a second network on the same namespace: eth1, no second default route
+    other = BridgeNetwork(env["bridge"] + "x", IPv4Network("10.235.0.0/24"), IPv4Address("10.235.0.254"))
+    try:
+        ep3 = other.connect("c1", f"/run/netns/{env['ns1']}", inside=links.free_name(f"/run/netns/{env['ns1']}"),
+                            default_route=False)
+        assert ep3.inside == "eth1" and ep3.gateway == "10.235.0.254"
+        assert links.interfaces_in(f"/run/netns/{env['ns1']}")["eth1"] == ["10.235.0.1/24"]  # .254 is the gateway
+        other.disconnect("c1")
+    finally:
+        other.delete()
 
-    # a restarted daemon: no --bip, the bridge's own subnet; the running endpoints kept
-    again = DefaultBridge(env["bridge"])
-    again.restore([ep1, ep2])
-    assert again.subnet == "10.234.0.0/24"
-    assert again.close() is False  # endpoints left: the bridge stays
+    # a restarted daemon: the running endpoints kept, their addresses taken
+    again = BridgeNetwork(env["bridge"], IPv4Network("10.234.0.0/24"))
+    again.restore(ep1)
+    again.restore(ep2)
+    assert again.is_up and again.pool.allocate() == IPv4Address("10.234.0.3")
     again.disconnect(ep2.id)
-    assert ep2.veth not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert ep2.veth not in _links()
     assert not _ping(env["ns1"], "10.234.0.50")
     again.disconnect(ep1.id)
-    assert again.close() is True
-    assert env["bridge"] not in tables()
-    assert links.bridge_address(env["bridge"]) is None
-
-
-def test_default_subnet_is_chosen_clear_of_the_hosts_routes(env: dict[str, str]) -> None:
-    br = DefaultBridge(env["bridge"])
-    ep = br.connect("c1" + env["bridge"], f"/run/netns/{env['ns1']}")
-    subnet = IPv4Network(br.subnet)
-    assert subnet.prefixlen in (16, 20) and not subnet.overlaps(IPv4Network("172.17.0.0/16"))
-    others = [r for r in links.host_routes() if r != subnet]
-    assert not any(subnet.overlaps(r) for r in others)
-    assert _ping(env["ns1"], str(subnet.network_address + 1))
-    br.disconnect(ep.id)
-    assert br.close() is True
+    again.delete()
+    assert not again.is_up and env["bridge"] not in _links()

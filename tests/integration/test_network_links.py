@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from dockyard.network import links
+from dockyard.network.firewall import BridgeRules, Firewall, tables
 from dockyard.network.ipam import Pool
-from dockyard.network.nat import NatTable, tables
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netlink, namespaces, nftables)"),
@@ -43,7 +43,7 @@ def names() -> Iterator[dict[str, str]]:
     try:
         yield n
     finally:
-        NatTable(n["table"]).remove()
+        Firewall(n["table"]).remove()
         for link in ("bridge", "outside", "veth1", "veth2"):  # not left to the namespaces' (lazy) end
             links.delete_link(n[link])
         for ns in ("ns1", "ns2", "nsout"):
@@ -97,11 +97,13 @@ def test_bridge_veth_and_masquerade(names: dict[str, str]) -> None:
     forward.write_text("1")
     try:
         assert not _ping(names["ns1"], "10.232.0.2")  # no NAT yet: the reply has no way back
-        table = NatTable(names["table"])
-        table.masquerade(pool.subnet, names["bridge"])
+        table = Firewall(names["table"])
+        table.apply([BridgeRules(names["bridge"], pool.subnet, pool.gateway)], [])
         assert _ping(names["ns1"], "10.232.0.2")
-        (rule,) = table.rules()
-        assert {"masquerade": None} in rule["expr"]
+        assert any({"masquerade": None} in rule["expr"] for rule in table.rules())
+        table.apply([BridgeRules(names["bridge"], pool.subnet, pool.gateway, internal=True)], [])
+        assert not _ping(names["ns1"], "10.232.0.2")  # internal: nothing forwarded out of the bridge
+        assert _ping(names["ns1"], addresses["ns2"])  # ... but inside it, as before
     finally:
         forward.write_text(before)
 

@@ -159,7 +159,6 @@ ERRORS = [
     ({}, {"OomScoreAdj": 1001}, "Invalid value 1001, range for oom score adj is [-1000, 1000]"),
     ({}, {"BlkioWeight": 5}, "Range of blkio weight is from 10 to 1000"),
     ({}, {"ShmSize": -1}, "SHM size can not be less than 0"),
-    ({}, {"NetworkMode": "nosuchnet"}, "network nosuchnet not found"),
     ({}, {"IpcMode": "weird"}, "invalid IPC mode: weird"),
 ]
 

@@ -52,7 +52,10 @@ def test_write_files_and_flag_checks(tmp_path) -> None:  # noqa: ANN001
     assert (out / "hosts").read_text() == "127.0.0.1 localhost\n10.0.0.9 intranet\n"
     with pytest.raises(InvalidArgument, match="invalid IP address in add-host: 'nope'"):
         extra_hosts(["db:nope"])
-    with pytest.raises(InvalidArgument, match="host-gateway"):
-        extra_hosts(["gw:host-gateway"])
+    assert extra_hosts(["gw:host-gateway"]) == [("gw", "host-gateway")]  # checked, resolved later
+    assert extra_hosts(["gw:host-gateway"], host_gateway="172.18.0.1") == [("gw", "172.18.0.1")]
+    write_files(str(out), "web", {"NetworkMode": "net1", "Dns": ["192.0.2.53"]}, "172.20.0.2",
+                host_etc=str(etc), nameserver="172.20.0.1")
+    assert (out / "resolv.conf").read_text().startswith("nameserver 172.20.0.1\nsearch corp.example\n")
     with pytest.raises(InvalidArgument, match="resolver is not an ip address"):
         check_dns(["resolver"])

@@ -192,6 +192,7 @@ def create_app(engine: Any) -> web.Application:
         events,
         execs,
         images,
+        networks,
         system,
         volumes,
     )
@@ -199,7 +200,7 @@ def create_app(engine: Any) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=0)
     app[ENGINE_KEY] = engine
     router = Router()
-    for module in (system, images, containers, container_fs, events, execs, volumes, build):
+    for module in (system, images, containers, container_fs, events, execs, volumes, networks, build):
         module.register(router)
     app[ROUTER_KEY] = router
     app.on_response_prepare.append(_add_headers)
