@@ -27,13 +27,13 @@ sys.path.insert(0, str(REPO))
 from tests.fixtures.engine import mounts_under, stop_supervisor  # noqa: E402
 
 
-def start_daemon(root: Path, env: dict[str, str], python: str) -> tuple[subprocess.Popen, str]:
+def start_daemon(root: Path, env: dict[str, str], python: str, *extra: str) -> tuple[subprocess.Popen, str]:
     exec_root = root / "exec"
     sock = exec_root / "dockyard.sock"
     logf = open(root / "daemon.log", "wb")  # noqa: SIM115 - the drain thread owns it
     proc = subprocess.Popen(
         [python, "-m", "dockyard.daemon.main", "--data-root", str(root / "data"),
-         "--exec-root", str(exec_root), "-H", f"unix://{sock}"],
+         "--exec-root", str(exec_root), "-H", f"unix://{sock}", *extra],
         stdout=logf, stderr=subprocess.PIPE, env=env, cwd=root,
     )
     assert proc.stderr is not None

@@ -549,6 +549,18 @@ class ContainerService:
 
     def start(self, ref: str) -> None:
         rec = self.lookup(ref)
+        try:
+            self._start(rec)
+        except DockyardError:
+            # docker: a --rm container that could not start is removed (its client waits
+            # for the removal)
+            cur = self._by_id(rec.id)
+            if cur is not None and cur.host_config.get("AutoRemove") and not cur.running:
+                with contextlib.suppress(DockyardError):
+                    self.remove(rec.id, force=True, volumes=True)
+            raise
+
+    def _start(self, rec: Record) -> None:
         with self._locked(rec.id):
             rec = self._refresh(rec)
             if rec.running:

@@ -493,10 +493,15 @@ class NetworkService:
             names = self._dns_names.setdefault(net["Id"], {})
             for n in self._dns_aliases(rec, cfg):
                 names.setdefault(n, []).append(ep.ip)
-        dns = list(rec.host_config.get("Dns") or [])
-        for other in self._attached[rec.id].values():
-            self._by_ip[other.ip] = (rec.id, list(self._attached[rec.id]), dns)
+        self._index(rec)
         return came_up
+
+    def _index(self, rec: Any) -> None:
+        """Who asks the DNS server from each of the container's addresses: the container,
+        its networks (whose names it sees) and its --dns servers."""
+        eps = self._attached.get(rec.id) or {}
+        for ep in eps.values():
+            self._by_ip[ep.ip] = (rec.id, list(eps), list(rec.host_config.get("Dns") or []))
 
     @staticmethod
     def _dns_aliases(rec: Any, cfg: dict[str, Any]) -> list[str]:
@@ -585,8 +590,9 @@ class NetworkService:
                         self._sync_firewall()
             settings[net["Name"]] = cfg
 
-        update(body["Container"], apply)
-        self.engine.events.emit("network", "connect", net["Id"], {"name": net["Name"], "type": "bridge"})
+        rec = update(body["Container"], apply)
+        self.engine.events.emit("network", "connect", net["Id"], {"container": rec.id, "name": net["Name"],
+                                                                  "type": net["Driver"]})
 
     def disconnect(self, ref: str, body: Any, update: Callable[[str, Callable[[Any], None]], Any]) -> None:
         if not isinstance(body, dict) or not body.get("Container"):
@@ -608,10 +614,12 @@ class NetworkService:
                         if not names[n]:
                             del names[n]
                     self._bridges[net["Id"]].disconnect(ep.id)
+                    self._index(rec)
             del settings[net["Name"]]
 
-        update(body["Container"], apply)
-        self.engine.events.emit("network", "disconnect", net["Id"], {"name": net["Name"], "type": "bridge"})
+        rec = update(body["Container"], apply)
+        self.engine.events.emit("network", "disconnect", net["Id"], {"container": rec.id, "name": net["Name"],
+                                                                     "type": net["Driver"]})
 
     # ------------------------------------------------------------------ DNS
 
@@ -676,8 +684,7 @@ class NetworkService:
                         names = self._dns_names.setdefault(net["Id"], {})
                         for n in self._dns_aliases(rec, cfg):
                             names.setdefault(n, []).append(ep.ip)
-                for ep in (self._attached.get(rec.id) or {}).values():
-                    self._by_ip[ep.ip] = (rec.id, list(self._attached[rec.id]), list(rec.host_config.get("Dns") or []))
+                self._index(rec)
                 for b in rec.extra.get("Ports") or []:
                     try:
                         self._holder().hold(rec.id, PortSpec(b["proto"], b["container_port"], b["host_ip"],

@@ -42,9 +42,9 @@ class Pool:
         self.subnet = subnet
         self.gateway = gateway or subnet.network_address + 1
         if self.gateway not in subnet:
-            raise InvalidArgument(f"gateway {self.gateway} is not in subnet {subnet}")
+            raise InvalidArgument(f"no matching subnet for gateway {self.gateway}")
         if ip_range is not None and not ip_range.subnet_of(subnet):
-            raise InvalidArgument(f"ip-range {ip_range} is not in subnet {subnet}")
+            raise InvalidArgument(f"no matching subnet for range {ip_range}")
         self.range = ip_range or subnet
         self._used: set[IPv4Address] = {subnet.network_address, subnet.broadcast_address, self.gateway}
         self._next = int(self.range.network_address)

@@ -42,9 +42,9 @@ def test_pool_fixed_addresses_ranges_and_bad_input() -> None:
         pool.allocate("10.8.0.1")
     with pytest.raises(Conflict):
         pool.allocate("10.9.0.254")  # the gateway
-    with pytest.raises(InvalidArgument, match="not in subnet"):
+    with pytest.raises(InvalidArgument, match="no matching subnet for gateway 10.10.0.1"):
         Pool(IPv4Network("10.9.0.0/24"), IPv4Address("10.10.0.1"))
-    with pytest.raises(InvalidArgument, match="ip-range 10.10.0.0/25 is not in subnet"):
+    with pytest.raises(InvalidArgument, match="no matching subnet for range 10.10.0.0/25"):
         Pool(IPv4Network("10.9.0.0/24"), ip_range=IPv4Network("10.10.0.0/25"))
     with pytest.raises(InvalidArgument, match="invalid subnet 10.9.0.1/24"):
         parse_subnet("10.9.0.1/24")

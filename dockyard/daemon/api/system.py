@@ -166,12 +166,6 @@ async def system_df(request: web.Request) -> web.Response:
     return web.json_response(await asyncio.to_thread(disk_usage, engine_of(request)))
 
 
-async def prune_networks(request: web.Request) -> web.Response:
-    """No user-defined networks yet (a later issue): nothing to prune, as docker's CLI's
-    ``system prune`` expects an answer."""
-    return web.json_response({"NetworksDeleted": None})
-
-
 async def prune_build_cache(request: web.Request) -> web.Response:
     """POST /build/prune: the classic builder's cache entries (their images stay images, for
     ``image prune``): those whose image is gone, or all of them with ``all``."""
@@ -198,7 +192,6 @@ async def login(request: web.Request) -> web.Response:
 def register(router: Router) -> None:
     router.add("POST", "/auth", login)
     router.add("GET", "/system/df", system_df)
-    router.add("POST", "/networks/prune", prune_networks)
     router.add("POST", "/build/prune", prune_build_cache)
     router.add("GET", "/_ping", ping)
     router.add("HEAD", "/_ping", ping)
