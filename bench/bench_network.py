@@ -53,8 +53,14 @@ def _host_address() -> str | None:
 def send(host: str, port: int, size: int) -> float:
     """Seconds to push ``size`` bytes to a sink that reads them all, until it closes."""
     chunk = b"\0" * (1 << 20)
+    for _ in range(500):  # the sink (nc in a loop) is back to listening within moments
+        try:
+            s = socket.create_connection((host, port), timeout=30)
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.01)
     start = time.perf_counter()
-    with socket.create_connection((host, port), timeout=30) as s:
+    with s:
         left = size
         while left > 0:
             s.sendall(chunk[:left])

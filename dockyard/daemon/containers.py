@@ -203,6 +203,7 @@ class ContainerService:
         self._collecting: set[str] = set()  # removed containers whose files are being deleted
         self._removed_exits: dict[str, int] = {}  # the last removals' exit codes, for their waiters
         self._health: dict[str, HealthMonitor] = {}  # id -> the healthcheck of its current run
+        self._created_pids: dict[str, int] = {}  # created, not started: their init's pid
         self._shutting_down = False  # waits end: the daemon stops (its containers may live on)
 
     # ------------------------------------------------------------------ records
@@ -541,9 +542,11 @@ class ContainerService:
 
     def _sup_create(self, rec: Record) -> None:
         log_cfg = rec.host_config.get("LogConfig") or {}
-        self._sup().call("create", id=rec.id, bundle=rec.bundle, log_path=rec.log_path,
+        created = self._sup().call("create", id=rec.id, bundle=rec.bundle, log_path=rec.log_path,
                          log_opts=log_cfg.get("Config") or {}, stdin=bool(rec.config.get("OpenStdin")),
                          tty=bool(rec.config.get("Tty")), **_console_size(rec.host_config))
+        if rec.extra.get("Networks") and created.get("pid"):
+            self._created_pids[rec.id] = int(created["pid"])  # where start attaches the networks
 
     # ------------------------------------------------------------------ start / stop / kill
 
@@ -597,7 +600,9 @@ class ContainerService:
             if "pid" not in st:  # a supervisor from before start answered with the pid
                 st = sup.call("state", id=rec.id)
             with self._lock:
+                networks, ports = rec.extra.get("Networks"), rec.extra.get("Ports")
                 rec = self._refresh(rec)
+                rec.extra["Networks"], rec.extra["Ports"] = networks, ports
                 rec.status, rec.pid, rec.error = "running", int(st.get("pid") or 0), ""
                 rec.started_at = st.get("started_at") or _now()
                 rec.exit_code, rec.oom_killed, rec.finished_at = 0, False, _ZERO_TIME
@@ -611,11 +616,13 @@ class ContainerService:
         """Endpoints into the created container's namespace (its init waits for start),
         its /etc files with its address; on failure nothing of them is left and the
         container stays created."""
-        try:
-            pid = int(sup.call("state", id=rec.id)["pid"])
-        except NotFound:
-            self._sup_create(rec)
-            pid = int(sup.call("state", id=rec.id)["pid"])
+        pid = self._created_pids.pop(rec.id, 0)
+        if not pid:  # created by an earlier daemon
+            try:
+                pid = int(sup.call("state", id=rec.id)["pid"])
+            except NotFound:
+                self._sup_create(rec)
+                pid = self._created_pids.pop(rec.id, 0) or int(sup.call("state", id=rec.id)["pid"])
         try:
             self.engine.networks.attach(rec, pid)
             self._write_etc_files(rec)
@@ -626,10 +633,6 @@ class ContainerService:
                 cur.error = str(e)
                 self._save(cur)
             raise
-        with self._lock:
-            cur = self._refresh(rec)
-            cur.extra["Networks"], cur.extra["Ports"] = rec.extra.get("Networks"), rec.extra.get("Ports")
-            self._save(cur)
 
     def _release_networks(self, cid: str) -> None:
         """After an exit: the run's endpoints and ports go (unless a new run has begun)."""
@@ -917,6 +920,7 @@ class ContainerService:
             self._teardown(rec, destroyed=True, volumes=volumes)
         with self._lock:
             self._id_locks.pop(rec.id, None)
+            self._created_pids.pop(rec.id, None)
             self._exits.pop(rec.id, None)
             self._cgroups.pop(rec.id, None)
 
