@@ -171,13 +171,14 @@ def test_default_bridge(net_cli: Daemon, kind: str, outside: str) -> None:
     assert not subnet.overlaps(ipaddress.ip_network("172.17.0.0/16"))  # never docker0's
     assert bridge["Options"]["com.docker.network.bridge.name"] == bridge_name(net_cli.root)
     name = unique("br")
-    out = run("run", "--rm", "--name", name, "--hostname", "box", "busybox", "sh", "-c",
+    out = run("run", "--rm", "--name", name, "--hostname", "box", "--add-host", "gw:host-gateway", "busybox", "sh", "-c",
               f"ip -4 -o addr show eth0; ip route; cat /etc/hosts; ping -c 1 -W 3 {outside} >/dev/null && echo NAT-OK"
               ).stdout
     address = out.split()[3]
     assert ipaddress.ip_interface(address).network == subnet, out
     assert f"default via {gateway} dev eth0" in out, out
     assert f"{address.split('/')[0]}\tbox\n" in out, out  # its own entry in /etc/hosts
+    assert f"{gateway}\tgw\n" in out, out  # host-gateway: the default bridge's gateway
     assert "NAT-OK" in out, out  # outbound traffic masqueraded: the outside has no route back
 
     cid = net_cli.cli("run", "-d", "busybox", "sleep", "60").stdout.strip()
