@@ -170,9 +170,29 @@ def start_daemon(root: Path, *extra: str, prefix: tuple[str, ...] = ()) -> Daemo
     return Daemon(root=root, socket=sock, proc=proc, log=log, env=env)
 
 
+def _daemon_network(d: Daemon) -> list[str]:
+    """The bridges (default and user networks') and nftables table of the daemon on d.root
+    that exist on the host."""
+    import json
+
+    devices = {bridge_name(d.root)}
+    for path in (d.root / "data" / "network").glob("*.json"):
+        devices.add("br-" + json.loads(path.read_text())["Id"][:12])
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    present = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout.split()
+    return sorted(devices & present) + (["table " + bridge_name(d.root)] if bridge_name(d.root) in tables else [])
+
+
 def _stop_and_check(d: Daemon) -> None:
     d.stop()
+    left_network = _daemon_network(d)  # a daemon stopping with nothing running gives them back
     left_containers = stop_supervisor(d.root / "exec", d.env)
+    if left_network:  # clean up before failing (or after a test that left containers running)
+        for name in left_network:
+            cmd = ["nft", "delete", "table", "ip", name.split()[1]] if name.startswith("table ") else \
+                ["ip", "link", "del", name]
+            subprocess.run(cmd, capture_output=True)
     left_procs = leftover_processes(d.root)
     left = mounts_under(str(d.root))
     if left:  # clean up before failing, so one leak does not cascade into other tests
@@ -182,6 +202,7 @@ def _stop_and_check(d: Daemon) -> None:
             unmount_all(str(bundle))
     assert d.proc.returncode == 0, f"dockyardd exited with {d.proc.returncode}: {d.log.read_text()[-3000:]}"
     assert not left_containers, f"containers left behind: {left_containers}"
+    assert not left_network, f"network state left behind by the daemon: {left_network}"
     assert not left_procs, f"processes left behind: {left_procs}"
     assert not left, f"mounts left behind: {left}"
     assert not os.path.exists(d.socket), "socket left behind"

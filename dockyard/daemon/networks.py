@@ -653,8 +653,11 @@ class NetworkService:
 
         changed = []
         live = [r for r in records if any(c.get("EndpointID") for c in (r.extra.get("Networks") or {}).values())]
-        if not live and not os.path.exists(self._marker):
+        if not os.path.exists(self._marker):
             return changed  # nothing of ours on the host: no netlink, no nft at start-up
+        with self._lock:
+            if not any(r.running for r in live):
+                self._give_back()  # the previous daemon's bridges and table (it died, or its containers did)
         with self._lock:
             for rec in live:
                 if not rec.running:
@@ -704,19 +707,21 @@ class NetworkService:
                 self._dns = None
             if any(self._attached.values()):
                 return
-            if not self._bridges and not os.path.exists(self._marker):
-                return
-            from dockyard.network import links
+            if self._bridges or os.path.exists(self._marker):
+                self._give_back()
 
-            devices = {b.device for b in self._bridges.values()} | {self.default_device}
-            devices |= {self._device(n) for n in self._records.values()}
-            for device in devices:
-                with contextlib.suppress(OSError):
-                    links.delete_link(device)
-            self._bridges.clear()
-            from dockyard.network.firewall import Firewall
+    def _give_back(self) -> None:
+        """Remove every bridge and the table of this daemon's networks (no endpoint left)."""
+        from dockyard.network import links
+        from dockyard.network.firewall import Firewall
 
-            with contextlib.suppress(OSError, DockyardError):
-                (self._firewall or Firewall(self.default_device)).remove()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._marker)
+        devices = {b.device for b in self._bridges.values()} | {self.default_device}
+        devices |= {self._device(n) for n in self._records.values()}
+        for device in devices:
+            with contextlib.suppress(OSError):
+                links.delete_link(device)
+        self._bridges.clear()
+        with contextlib.suppress(OSError, DockyardError):
+            (self._firewall or Firewall(self.default_device)).remove()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._marker)

@@ -99,6 +99,7 @@ class VolumeService:
     def list(self, flt: dict[str, list[str]] | None = None) -> dict[str, Any]:
         flt = flt or {}
         _check_filters(flt, _LIST_FILTERS)
+        self.engine.containers.settle()  # a --rm container's volumes go after its waiter is answered
         out = []
         for vol in self.store.list():
             if "dangling" in flt and _bool_filter(flt["dangling"], "dangling") == bool(self._users(vol.name)):
