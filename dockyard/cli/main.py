@@ -53,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("registry", "cmd_push"),
     "login": ("registry", "cmd_login"),
     "logout": ("registry", "cmd_logout"),
+    "registry": ("registry", "cmd_registry"),
     "update": ("lifecycle", "cmd_update"),
     "diff": ("container_fs", "cmd_diff"),
     "export": ("container_fs", "cmd_export"),
@@ -75,6 +76,7 @@ Management Commands:
   container   Manage containers
   image       Manage images
   network     Manage networks
+  registry    Run a registry server (serve, gc)
   system      Manage dockyard
   volume      Manage volumes
 

@@ -116,3 +116,20 @@ def cmd_push(ctx: Context, args: list[str], prog: str = "dockyard push") -> int:
     if o.quiet:
         ctx.out.write(f"{ref.familiar_name}{':' + tag if tag else ''}\n")
     return 0
+
+
+def cmd_registry(ctx: Context, args: list[str]) -> int:
+    """``dockyard registry serve|gc``: the registry server, run here (not by the daemon)."""
+    from dockyard.cli.flags import run_group
+
+    def serve(ctx: Context, argv: list[str], prog: str) -> int:
+        from dockyard.registry.main import serve as run
+
+        return run(argv, prog)
+
+    def gc(ctx: Context, argv: list[str], prog: str) -> int:
+        from dockyard.registry.main import gc as run
+
+        return run(argv, prog)
+
+    return run_group(ctx, args, "registry", "Run a registry server", {"serve": serve, "gc": gc})
