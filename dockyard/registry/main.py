@@ -50,6 +50,11 @@ def load_config(path: str) -> dict:
         out["read_only"] = True
     if (auth.get("htpasswd") or {}).get("path"):
         out["htpasswd"] = auth["htpasswd"]["path"]
+    token = auth.get("token") or {}
+    for key, name in (("realm", "token_realm"), ("service", "token_service"), ("issuer", "token_issuer"),
+                      ("rootcertbundle", "token_root_certs")):
+        if token.get(key):
+            out[name] = token[key]
     return out
 
 
@@ -60,12 +65,19 @@ def serve(argv: list[str], prog: str = "dockyard registry serve") -> int:
     p.add_argument("--tls-cert", help="TLS certificate (PEM)")
     p.add_argument("--tls-key", help="TLS private key (PEM)")
     p.add_argument("--htpasswd", help="htpasswd file of bcrypt entries: Basic authentication")
+    p.add_argument("--token-realm", help="bearer token auth: the token server's URL")
+    p.add_argument("--token-service", help="bearer token auth: this registry's name in tokens (audience)")
+    p.add_argument("--token-issuer", help="bearer token auth: the issuer tokens must name")
+    p.add_argument("--token-root-certs", help="bearer token auth: PEM certificates token signers chain to")
     p.add_argument("--read-only", action="store_true", default=None, help="refuse every write")
+    p.add_argument("--gc-interval", type=float, default=0,
+                   help="hours between online garbage collections (0: none; blobs younger than an hour are kept)")
     p.add_argument("--max-body", type=int, default=0, help="bytes a request body may have (0: no limit)")
     p.add_argument("--config", help="a distribution-registry config.yml (its http, storage, auth keys)")
     o = p.parse_args(argv)
     settings = load_config(o.config) if o.config else {}
-    for key in ("addr", "root", "tls_cert", "tls_key", "htpasswd", "read_only"):
+    for key in ("addr", "root", "tls_cert", "tls_key", "htpasswd", "read_only", "token_realm", "token_service",
+                "token_issuer", "token_root_certs"):
         if getattr(o, key) is not None:
             settings[key] = getattr(o, key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -81,6 +93,16 @@ def serve(argv: list[str], prog: str = "dockyard registry serve") -> int:
     try:
         if settings.get("htpasswd"):
             options.htpasswd = load_htpasswd(settings["htpasswd"])
+        token_keys = ("token_realm", "token_service", "token_issuer", "token_root_certs")
+        if any(settings.get(k) for k in token_keys):
+            if not all(settings.get(k) for k in token_keys):
+                raise ValueError("token auth needs --token-realm, --token-service, --token-issuer and "
+                                 "--token-root-certs")
+            if options.htpasswd:
+                raise ValueError("one authentication at a time: htpasswd or token")
+            from dockyard.registry.tokens import TokenAuth
+
+            options.token = TokenAuth.from_files(*(settings[k] for k in token_keys))
         context = None
         if settings.get("tls_cert"):
             if not settings.get("tls_key"):
@@ -105,7 +127,10 @@ def serve(argv: list[str], prog: str = "dockyard registry serve") -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        collector = asyncio.create_task(_collect_every(store, o.gc_interval * 3600, stop)) if o.gc_interval else None
         await stop.wait()
+        if collector is not None:
+            await collector
         await runner.cleanup()
 
     try:
@@ -114,6 +139,22 @@ def serve(argv: list[str], prog: str = "dockyard registry serve") -> int:
         print(f"dockyard registry: listen {host}:{port}: {e.strerror or e}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _collect_every(store: object, seconds: float, stop: asyncio.Event) -> None:
+    """Online garbage collection while serving: blobs under an hour old are kept (their
+    manifest may still be coming)."""
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), seconds)
+            return
+        except TimeoutError:
+            pass
+        try:
+            deleted = await asyncio.to_thread(store.collect, 24 * 3600, False, 3600)  # type: ignore[attr-defined]
+            log.info("garbage collection: %d blob(s) deleted", len(deleted))
+        except Exception:
+            log.exception("garbage collection failed")
 
 
 def gc(argv: list[str], prog: str = "dockyard registry gc") -> int:

@@ -33,6 +33,7 @@ class Options:
     htpasswd: dict[str, str] = field(default_factory=dict)  # user -> bcrypt hash
     realm: str = "dockyard-registry"
     max_body: int = 0  # bytes per request body (0: no limit; manifests are limited anyway)
+    token: Any = None  # a TokenAuth (tokens.py): bearer tokens instead of htpasswd
 
 
 def load_htpasswd(path: str) -> dict[str, str]:
@@ -87,7 +88,7 @@ class Registry:
                 handler = methods.get(method)
                 if handler is None:
                     raise RegistryError("UNSUPPORTED", status=405)
-                self._authorize(request, method)
+                self._authorize(request, method, m.groupdict().get("name"))
                 if self.options.read_only and method not in ("GET",):
                     raise RegistryError("UNSUPPORTED", "the registry is in read-only mode", status=405)
                 args = m.groupdict()
@@ -107,11 +108,21 @@ class Registry:
                 e = RegistryError("UNKNOWN", str(e) or type(e).__name__, status=500)
             headers = {"Content-Type": "application/json", **API_HEADER}
             if e.status == 401:
-                headers["WWW-Authenticate"] = f'Basic realm="{self.options.realm}"'
+                headers["WWW-Authenticate"] = getattr(e, "challenge", None) or f'Basic realm="{self.options.realm}"'
             return web.Response(status=e.status, body=e.body() if request.method != "HEAD" else None,
                                 headers=headers)
 
-    def _authorize(self, request: web.Request, method: str) -> None:
+    def _authorize(self, request: web.Request, method: str, name: str | None) -> None:
+        token = self.options.token
+        if token is not None:
+            if name is None:
+                catalog = request.path.rstrip("/").endswith("/_catalog")
+                token.check(request.headers.get("Authorization", ""), "registry", "catalog", ["*"] if catalog else [])
+            else:
+                action = {"GET": "pull", "DELETE": "delete"}.get(method, "push")
+                token.check(request.headers.get("Authorization", ""), "repository", name,
+                            ["pull", "push"] if action == "push" else [action])
+            return
         if not self.options.htpasswd:
             return
         header = request.headers.get("Authorization", "")
@@ -219,6 +230,12 @@ class Registry:
         if query.get("mount"):
             digest = check_digest(query["mount"])
             source = query.get("from") or ""
+            if source and self.options.token is not None:
+                try:  # a mount reads the source: the token must allow pulling it, else a plain upload
+                    self.options.token.check(request.headers.get("Authorization", ""), "repository",
+                                             check_name(source), ["pull"])
+                except RegistryError:
+                    source = ""
             if source and await asyncio.to_thread(self.store.mount_blob, name, digest, check_name(source)):
                 return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
                                                          "Docker-Content-Digest": digest})

@@ -408,12 +408,18 @@ class RegistryStore:
                     continue
         return keep
 
-    def collect(self, stale_upload_age: float = 24 * 3600, dry_run: bool = False) -> list[str]:
+    def collect(self, stale_upload_age: float = 24 * 3600, dry_run: bool = False, min_age: float = 0) -> list[str]:
         """Delete the blobs no manifest references, and uploads idle for
-        ``stale_upload_age`` seconds; returns the deleted digests. Safe while serving: a
-        push commits its blobs and manifests under the same lock."""
+        ``stale_upload_age`` seconds; returns the deleted digests.
+
+        Online (the server running), pass ``min_age``: a blob pushed less than that many
+        seconds ago is kept, since its manifest may still be on its way (a push uploads
+        the blobs first). Blob and manifest commits take the same lock as the sweep."""
         with self.gc_lock:
             keep = self.referenced()
+            if min_age:
+                cutoff = time.time() - min_age
+                keep |= {b.digest for b in self.content.walk() if b.created > cutoff}
             doomed = sorted(b.digest for b in self.content.walk() if b.digest not in keep)
             if dry_run:
                 return doomed

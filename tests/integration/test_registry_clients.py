@@ -119,3 +119,54 @@ def test_tls_and_basic_auth(cli: Daemon, tmp_path: Path) -> None:
         assert info["Name"] == f"{reg.host}/secure/busybox"
         res = subprocess.run(["skopeo", "inspect", "--creds", "alice:s3cret", target], capture_output=True, text=True)
         assert res.returncode != 0 and "certificate" in res.stderr  # not trusted without the CA
+
+
+def test_token_auth(cli: Daemon, tmp_path: Path) -> None:
+    """Bearer tokens from a token server (tests/fixtures/tokenserver.py, RS256 with x5c):
+    per-repository pull / push / delete, a token from an untrusted signer refused."""
+    import urllib.error
+    import urllib.request
+
+    from tests.fixtures.tokenserver import TokenServer
+
+    def acl(user: str, repo: str) -> set[str]:
+        return {"alice": {"pull", "push"}, "bob": {"pull"}}.get(user, set()) if repo.startswith("team/") else set()
+
+    archive = tmp_path / "busybox.tar"
+    cli.cli("save", "-o", str(archive), "busybox")
+    with TokenServer({"alice": "a-pw", "bob": "b-pw"}, acl, directory=tmp_path / "tokens") as tokens:
+        for reg in start_dyregistry(tmp_path / "reg", "--token-realm", tokens.realm, "--token-service", tokens.service,
+                                    "--token-issuer", tokens.issuer, "--token-root-certs", str(tokens.cert_path)):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"{reg.url}/v2/", timeout=10)
+            challenge = err.value.headers["WWW-Authenticate"]
+            assert err.value.code == 401 and challenge.startswith(f'Bearer realm="{tokens.realm}"')
+            assert f'service="{tokens.service}"' in challenge
+
+            target = f"docker://{reg.host}/team/busybox:v1"
+            flags = ["--dest-tls-verify=false"]
+            _skopeo("copy", "-q", *flags, "--dest-creds", "alice:a-pw", f"docker-archive:{archive}", target)
+            info = json.loads(_skopeo("inspect", "--tls-verify=false", "--creds", "bob:b-pw", target).stdout)
+            assert info["Name"] == f"{reg.host}/team/busybox"
+            for creds, ref in (("bob:b-pw", target), ("alice:a-pw", f"docker://{reg.host}/private/busybox:v1")):
+                res = subprocess.run(["skopeo", "copy", "-q", *flags, "--dest-creds", creds,
+                                      f"docker-archive:{archive}", ref], capture_output=True, text=True)
+                assert res.returncode != 0, (creds, ref)  # no push for bob; nothing outside team/ for alice
+            res = subprocess.run(["skopeo", "delete", "--tls-verify=false", "--creds", "alice:a-pw", target],
+                                 capture_output=True, text=True)
+            assert res.returncode != 0  # the ACL grants no delete
+
+            # a well-formed token from a signer the registry does not trust
+            with TokenServer(directory=tmp_path / "other", issuer=tokens.issuer, service=tokens.service) as rogue:
+                token, _ = rogue.make_token("alice", [{"type": "repository", "name": "team/busybox",
+                                                       "actions": ["pull"]}])
+                req = urllib.request.Request(f"{reg.url}/v2/team/busybox/tags/list",
+                                             headers={"Authorization": f"Bearer {token}"})
+                with pytest.raises(urllib.error.HTTPError) as err:
+                    urllib.request.urlopen(req, timeout=10)
+                assert err.value.code == 401 and 'error="invalid_token"' in err.value.headers["WWW-Authenticate"]
+            token, _ = tokens.make_token("bob", [{"type": "repository", "name": "team/busybox", "actions": ["pull"]}])
+            req = urllib.request.Request(f"{reg.url}/v2/team/busybox/tags/list",
+                                         headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert json.loads(resp.read()) == {"name": "team/busybox", "tags": ["v1"]}

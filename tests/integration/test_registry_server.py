@@ -266,3 +266,43 @@ def test_basic_auth_and_read_only(auth_reg: DyRegistry, tmp_path: Path) -> None:
         status, _, body = c("POST", "/v2/x/blobs/uploads/")
         assert status == 405 and _error(body) == "UNSUPPORTED"
         assert c("GET", "/v2/")[0] == 200
+
+
+def test_online_collection_keeps_young_blobs(tmp_path: Path) -> None:
+    """While serving, a blob pushed a moment ago may still be waiting for its manifest."""
+    from dockyard.registry.storage import RegistryStore
+
+    store = RegistryStore(str(tmp_path / "root"))
+    store.put_blob("a/b", b"orphan", _digest(b"orphan"))
+    assert store.collect(min_age=3600) == []  # online: too young to go
+    assert store.collect() == [_digest(b"orphan")]  # offline: unreferenced is unreferenced
+
+
+def test_bad_requests_leave_nothing(tmp_path: Path) -> None:
+    """A client gone mid-upload, a manifest over the limit, a body over --max-body: errors
+    in the spec's shape, nothing stored, and the server keeps serving."""
+    import socket
+
+    for reg in start_dyregistry(tmp_path / "reg", "--max-body", "100000"):
+        c = Client(reg)
+        status, h, _ = c("POST", "/v2/x/y/blobs/uploads/")
+        location = h["location"]
+        host, port = reg.host.split(":")
+        with socket.create_connection((host, int(port))) as s:  # promises 1 MB, sends 10 kB, goes
+            s.sendall(f"PATCH {location} HTTP/1.1\r\nHost: {reg.host}\r\nContent-Length: 1000000\r\n\r\n".encode()
+                      + b"x" * 10_000)
+        status, h, _ = c("GET", location)  # the upload is still there, with what arrived (or less)
+        assert status == 204 and int(h["range"].split("-")[1]) <= 9_999
+        assert c("PUT", f"{location}?digest={_digest(b'x' * 1_000_000)}")[0] == 400  # never complete
+        assert c("GET", "/v2/")[0] == 200
+
+        big = b"x" * 200_000
+        status, _, body = c("POST", f"/v2/x/y/blobs/uploads/?digest={_digest(big)}", big)
+        assert status == 413 and _error(body) == "PAYLOAD_TOO_LARGE"
+        manifest = json.dumps({"schemaVersion": 2, "pad": "x" * (5 << 20)}).encode()
+        status, _, body = c("PUT", "/v2/x/y/manifests/v1", manifest,
+                            {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        assert status == 413 and _error(body) == "PAYLOAD_TOO_LARGE"
+        blobs = reg.root / "data" / "content" / "blobs" / "sha256"
+        assert list(blobs.iterdir()) == []  # nothing stored by any of it
+        assert c("GET", "/v2/_catalog")[2] == b'{"repositories": []}'
