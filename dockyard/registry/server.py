@@ -239,14 +239,21 @@ class Registry:
             if source and await asyncio.to_thread(self.store.mount_blob, name, digest, check_name(source)):
                 return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
                                                          "Docker-Content-Digest": digest})
-        if query.get("digest"):  # monolithic: the whole blob in this request
-            digest = check_digest(query["digest"])
-            data = await _read_limited(request, self.options.max_body or None)
-            await asyncio.to_thread(self.store.put_blob, name, data, digest)
-            return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
-                                                     "Docker-Content-Digest": digest})
+        digest = query.get("digest")
+        if digest:
+            check_digest(digest)
         up = await asyncio.to_thread(self.store.start_upload, name)
-        return web.Response(status=202, headers=self._upload_headers(name, up))
+        if not digest:
+            return web.Response(status=202, headers=self._upload_headers(name, up))
+        # monolithic: the whole blob in this request, streamed to disk (never held in memory)
+        try:
+            await self._append(request, up)
+        except BaseException:
+            self.store.cancel_upload(up)  # not awaited: the request may be being cancelled
+            raise
+        await asyncio.to_thread(self.store.finish_upload, up, digest)
+        return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
+                                                 "Docker-Content-Digest": digest})
 
     async def upload_status(self, request: web.Request, name: str, uid: str) -> web.Response:
         up = await asyncio.to_thread(self.store.upload, name, uid)
