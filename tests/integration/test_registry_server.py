@@ -306,3 +306,45 @@ def test_bad_requests_leave_nothing(tmp_path: Path) -> None:
         blobs = reg.root / "data" / "content" / "blobs" / "sha256"
         assert list(blobs.iterdir()) == []  # nothing stored by any of it
         assert c("GET", "/v2/_catalog")[2] == b'{"repositories": []}'
+
+
+def test_stale_uploads_are_collected(tmp_path: Path) -> None:
+    from dockyard.registry.storage import RegistryStore
+
+    root = str(tmp_path / "root")
+    up = RegistryStore(root).start_upload("a/b")
+    up.writer.write(b"partial")
+    up.writer.close()  # the server that started it is gone
+    later = RegistryStore(root)
+    assert later.upload("a/b", up.id).writer.offset == 7  # resumable meanwhile
+    later.upload("a/b", up.id).writer.close()
+    fresh = RegistryStore(root)
+    fresh.collect(stale_upload_age=0)
+    with pytest.raises(Exception, match="BLOB_UPLOAD_UNKNOWN"):
+        fresh.upload("a/b", up.id)
+
+
+def test_config_file_and_bad_flags(tmp_path: Path) -> None:
+    from tests.fixtures.registry import write_htpasswd
+
+    (tmp_path / "a").mkdir()
+    htpasswd = write_htpasswd(tmp_path / "a" / "htpasswd", {"alice": "pw"})
+    config = tmp_path / "config.yml"  # JSON is YAML: the distribution registry's keys
+    config.write_text(json.dumps({"version": "0.1", "storage": {"maintenance": {"readonly": {"enabled": True}}},
+                                  "auth": {"htpasswd": {"realm": "r", "path": str(htpasswd)}}}))
+    for reg in start_dyregistry(tmp_path / "reg", "--config", str(config)):
+        assert Client(reg)("GET", "/v2/")[0] == 401
+        c = Client(reg, ("alice", "pw"))
+        assert c("GET", "/v2/")[0] == 200 and c("POST", "/v2/x/blobs/uploads/")[0] == 405
+
+    serve = [sys.executable, "-m", "dockyard.cli.main", "registry", "serve", "--addr", "127.0.0.1:0",
+             "--root", str(tmp_path / "bad")]
+    for extra, message in [
+        (["--tls-cert", str(htpasswd)], "--tls-cert needs --tls-key"),
+        (["--htpasswd", str(tmp_path / "missing")], "No such file or directory"),
+        (["--token-realm", "http://x/token"], "token auth needs --token-realm, --token-service"),
+    ]:
+        res = subprocess.run([*serve, *extra], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 1 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res
+    res = subprocess.run([*serve[:-4], "--addr", "nonsense"], capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0 and "invalid --addr" in res.stderr
