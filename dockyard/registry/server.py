@@ -281,20 +281,33 @@ class Registry:
         if expected is not None and received != expected:
             raise RegistryError("SIZE_INVALID", f"Content-Range says {expected} bytes, the body had {received}")
 
-    async def patch_upload(self, request: web.Request, name: str, uid: str) -> web.Response:
+    async def _claim(self, name: str, uid: str) -> Any:
+        """The upload, for this request alone (a second request on it meanwhile: 416)."""
         up = await asyncio.to_thread(self.store.upload, name, uid)
-        await self._append(request, up)
-        await asyncio.to_thread(up.writer.flush)
-        return web.Response(status=202, headers=self._upload_headers(name, up))
+        if not up.busy.acquire(blocking=False):
+            raise RegistryError("RANGE_INVALID", "another request is writing this upload", status=416)
+        return up
+
+    async def patch_upload(self, request: web.Request, name: str, uid: str) -> web.Response:
+        up = await self._claim(name, uid)
+        try:
+            await self._append(request, up)
+            await asyncio.to_thread(up.writer.flush)
+            return web.Response(status=202, headers=self._upload_headers(name, up))
+        finally:
+            up.busy.release()
 
     async def finish_upload(self, request: web.Request, name: str, uid: str) -> web.Response:
         digest = request.query.get("digest")
         if not digest:
             raise RegistryError("DIGEST_INVALID", "a digest is required to finish an upload")
         check_digest(digest)
-        up = await asyncio.to_thread(self.store.upload, name, uid)
-        await self._append(request, up)
-        await asyncio.to_thread(self.store.finish_upload, up, digest)
+        up = await self._claim(name, uid)
+        try:
+            await self._append(request, up)
+            await asyncio.to_thread(self.store.finish_upload, up, digest)
+        finally:
+            up.busy.release()
         return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
                                                  "Docker-Content-Digest": digest, "Content-Length": "0"})
 

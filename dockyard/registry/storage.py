@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dockyard.content.digest import sha256_digest
@@ -92,6 +92,7 @@ class Upload:
     id: str
     writer: Writer
     started: float
+    busy: threading.Lock = field(default_factory=threading.Lock)  # one request at a time writes
 
 
 class RegistryStore:
