@@ -348,3 +348,30 @@ def test_config_file_and_bad_flags(tmp_path: Path) -> None:
         assert res.returncode == 1 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res
     res = subprocess.run([*serve[:-4], "--addr", "nonsense"], capture_output=True, text=True, timeout=30)
     assert res.returncode != 0 and "invalid --addr" in res.stderr
+
+
+def test_one_writer_per_upload(reg: DyRegistry) -> None:
+    """A second request on an upload while one is still sending its body: 416, and the
+    first one's bytes are what the upload holds."""
+    import socket
+
+    c = Client(reg)
+    status, h, _ = c("POST", "/v2/w/x/blobs/uploads/")
+    location = h["location"]
+    host, port = reg.host.split(":")
+    with socket.create_connection((host, int(port))) as slow:
+        slow.sendall(f"PATCH {location} HTTP/1.1\r\nHost: {reg.host}\r\nContent-Length: 20\r\n\r\n".encode()
+                     + b"0123456789")
+        import time
+
+        deadline = time.monotonic() + 10
+        while c("GET", location)[1]["range"] != "0-9":  # its first half has reached the upload
+            assert time.monotonic() < deadline, "the first request's bytes never arrived"
+            time.sleep(0.01)
+        status, _, body = c("PATCH", location, b"other", {"Content-Range": "10-14"})
+        assert status == 416 and _error(body) == "RANGE_INVALID"
+        slow.sendall(b"abcdefghij")
+        assert slow.recv(4096).startswith(b"HTTP/1.1 202")
+    data = b"0123456789abcdefghij"
+    assert c("PUT", f"{location}?digest={_digest(data)}")[0] == 201
+    assert c("GET", f"/v2/w/x/blobs/{_digest(data)}")[2] == data
