@@ -336,19 +336,37 @@ class NetworkService:
     # ------------------------------------------------------------------ containers' settings
 
     def settings_for_create(self, host_config: dict[str, Any], networking: Any) -> dict[str, dict[str, Any]]:
-        """A new container's ``extra["Networks"]``: its NetworkMode's network with the
-        EndpointsConfig given for it (--ip, --network-alias, --mac-address), validated."""
+        """A new container's ``extra["Networks"]``: its NetworkMode's network first, with
+        the EndpointsConfig given for it (--ip, --network-alias, --mac-address), then the
+        other networks EndpointsConfig names (API 1.44+: several at create), validated."""
         mode = host_config.get("NetworkMode") or "default"
         name = mode_network(mode)
         endpoints = (networking or {}).get("EndpointsConfig") or {} if isinstance(networking, dict) else {}
+        if not isinstance(endpoints, dict):
+            raise InvalidArgument("invalid JSON: NetworkingConfig.EndpointsConfig must be an object")
         if name is None:
             return {}
-        try:
-            net = self.lookup(name)
-        except NotFound as e:  # not a 404 at create: docker's CLI would take it for a missing image
-            raise InvalidArgument(str(e)) from None
-        cfg = endpoints.get(name) or endpoints.get(mode) or endpoints.get(net["Id"]) or {}
-        return {net["Name"]: self._endpoint_config(net, cfg)}
+
+        def find(ref: str) -> dict[str, Any]:
+            try:
+                return self.lookup(ref)
+            except NotFound as e:  # not a 404 at create: docker's CLI would take it for a missing image
+                raise InvalidArgument(str(e)) from None
+
+        net = find(name)
+        first_keys = {name, mode, net["Id"]}
+        out = {net["Name"]: self._endpoint_config(net, next((endpoints[k] for k in first_keys if endpoints.get(k)), {}))}
+        for key, cfg in endpoints.items():
+            if key in first_keys or key == "default":
+                continue
+            other = find(key)
+            if other["Name"] in out:
+                continue
+            if other["Driver"] != "bridge":
+                raise InvalidArgument(f"container cannot be connected to network {other['Name']} and to "
+                                      f"{net['Name']} at once")
+            out[other["Name"]] = self._endpoint_config(other, cfg)
+        return out
 
     def _endpoint_config(self, net: dict[str, Any], cfg: Any) -> dict[str, Any]:
         if not isinstance(cfg, dict):

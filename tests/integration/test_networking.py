@@ -505,3 +505,33 @@ def _stop_and_check_network(d: Daemon) -> None:
     _stop_and_check(d)
     assert bridge_name(d.root) not in tables()
     assert bridge_name(d.root) not in _links()
+
+
+def test_two_networks_at_create(client: object, daemon: Daemon) -> None:
+    """API 1.44+: EndpointsConfig may name several networks at create (compose does); the
+    NetworkMode one is eth0 with the default route, the others follow."""
+    api = client.api  # type: ignore[attr-defined]
+    a, b = unique("na"), unique("nb")
+    api.create_network(a, ipam={"Driver": "default", "Config": [{"Subnet": "10.95.1.0/24"}]})
+    api.create_network(b, ipam={"Driver": "default", "Config": [{"Subnet": "10.95.2.0/24"}]})
+    try:
+        networking = api.create_networking_config({a: api.create_endpoint_config(aliases=["in-a"]),
+                                                   b: api.create_endpoint_config(aliases=["in-b"])})
+        ct = api.create_container("busybox", ["sleep", "60"], networking_config=networking,
+                                  host_config=api.create_host_config(network_mode=a))
+        try:
+            api.start(ct)
+            info = api.inspect_container(ct)
+            nets = info["NetworkSettings"]["Networks"]
+            assert nets[a]["IPAddress"].startswith("10.95.1.") and nets[b]["IPAddress"].startswith("10.95.2.")
+            out = daemon.cli("exec", ct["Id"], "sh", "-c", "ip -4 -o addr; ip route").stdout
+            assert "eth0    inet 10.95.1." in out and "eth1    inet 10.95.2." in out, out
+            assert "default via 10.95.1.1 dev eth0" in out and out.count("default") == 1, out
+            for net, alias in ((a, "in-a"), (b, "in-b")):
+                res = daemon.cli("run", "--rm", "--network", net, "busybox", "nslookup", alias).stdout
+                assert nets[net]["IPAddress"] in res, res
+        finally:
+            api.remove_container(ct, force=True)
+    finally:
+        api.remove_network(a)
+        api.remove_network(b)
