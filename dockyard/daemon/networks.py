@@ -528,11 +528,22 @@ class NetworkService:
 
     def detach(self, rec: Any) -> None:
         """Release what the container's last run had (veths, addresses, ports, rules);
-        ``rec.extra`` forgets the endpoints."""
-        with self._lock:
-            self._detach_locked(rec)
+        ``rec.extra`` forgets the endpoints. The veths are deleted after the service's
+        lock is released: other containers' attaches do not wait for the kernel."""
+        from dockyard.network import links
 
-    def _detach_locked(self, rec: Any) -> None:
+        with self._lock:
+            gone = self._detach_locked(rec, defer=True)
+        for bridge, ep in gone:
+            try:
+                links.delete_link(ep.veth, shared=False)
+            finally:
+                bridge.free(ep)
+
+    def _detach_locked(self, rec: Any, defer: bool = False) -> list[tuple[Any, Any]]:
+        """Forget the container's endpoints and ports; returns (bridge, endpoint) pairs
+        whose veth is to be deleted and address freed, or does both now unless ``defer``."""
+        gone = []
         eps = self._attached.pop(rec.id, {})
         had_ports = self._ports is not None and bool(self._ports.bindings(rec.id))
         if self._ports is not None:
@@ -545,7 +556,12 @@ class NetworkService:
                 if not names[n]:
                     del names[n]
             bridge = self._bridges.get(nid)
-            if bridge is not None:
+            if bridge is None:
+                continue
+            if defer:
+                if bridge.take(ep.id) is not None:
+                    gone.append((bridge, ep))
+            else:
                 bridge.disconnect(ep.id)
         for cfg in (rec.extra.get("Networks") or {}).values():
             for key in _LIVE_KEYS:
@@ -553,6 +569,7 @@ class NetworkService:
         rec.extra.pop("Ports", None)
         if had_ports:
             self._sync_firewall()
+        return gone
 
     def endpoint_of(self, rec: Any) -> dict[str, Any] | None:
         """The settings of the container's first network while it runs (its address)."""

@@ -134,9 +134,11 @@ def bridge_address(name: str) -> IPv4Interface | None:
 
 
 @_oserrors
-def delete_link(name: str) -> bool:
-    """Remove link ``name`` (a bridge, or a veth with its peer); False if there was none."""
-    with _host() as ipr:
+def delete_link(name: str, shared: bool = True) -> bool:
+    """Remove link ``name`` (a bridge, or a veth with its peer); False if there was none.
+    ``shared=False``: on a netlink socket of its own, so a slow deletion does not hold up
+    others' requests on the daemon's shared socket."""
+    with _host() if shared else _iproute() as ipr:
         idx = link_index(ipr, name)
         if idx is None:
             return False
