@@ -41,6 +41,9 @@ from dockyard.logs import format_time
 log = logging.getLogger("dockyard.networks")
 
 PREDEFINED = ("bridge", "host", "none")
+# docker's bridge driver options dockyard applies
+_BRIDGE_NAME = "com.docker.network.bridge.name"
+_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 _LIST_FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
 # a container's network settings: what was asked for (kept while stopped) ...
 _CONFIG_KEYS = ("NetworkID", "Aliases", "IPAMConfig", "MacAddress", "DriverOpts", "Links")
@@ -161,7 +164,9 @@ class NetworkService:
         raise NotFound(f"network {ref} not found")
 
     def _device(self, net: dict[str, Any]) -> str:
-        return self.default_device if net["Name"] == "bridge" else "br-" + net["Id"][:12]
+        if net["Name"] == "bridge":
+            return self.default_device
+        return (net.get("Options") or {}).get(_BRIDGE_NAME) or "br-" + net["Id"][:12]
 
     # ------------------------------------------------------------------ the API
 
@@ -188,9 +193,19 @@ class NetworkService:
         labels = body.get("Labels") or {}
         if not isinstance(labels, dict):
             raise InvalidArgument("Labels must be an object of strings")
+        options = body.get("Options") or {}
+        if not isinstance(options, dict) or not all(isinstance(v, str) for v in options.values()):
+            raise InvalidArgument("Options must be an object of strings")
+        device = options.get(_BRIDGE_NAME)
+        if device is not None and (not device or len(device) > 15 or "/" in device or " " in device):
+            raise InvalidArgument(f"invalid bridge name {device!r}: at most 15 characters, no '/' or spaces")
+        if options.get(_MASQUERADE, "true") not in ("true", "false"):
+            raise InvalidArgument(f"invalid value for {_MASQUERADE}: {options[_MASQUERADE]!r} (true or false)")
         with self._lock:
             if any(n["Name"] == name for n in self._records.values()):
                 raise Conflict(f"network with name {name} already exists")
+            if device is not None and device in {self.default_device, *map(self._device, self._records.values())}:
+                raise Conflict(f"bridge name {device} is already used by another network")
             others = [IPv4Network(c["Subnet"]) for n in self._all() if n["Driver"] == "bridge"
                       for c in n["IPAM"]["Config"]]
             if conf.get("Subnet"):
@@ -218,7 +233,7 @@ class NetworkService:
                          "Config": [entry]},
                 "Internal": bool(body.get("Internal")), "Attachable": bool(body.get("Attachable")),
                 "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
-                "Options": body.get("Options") or {}, "Labels": labels,
+                "Options": options, "Labels": labels,
             }
             self._store(doc)
             self._records[nid] = doc
@@ -431,7 +446,8 @@ class NetworkService:
             self._firewall = Firewall(self.default_device)
         nets = {n["Id"]: n for n in self._all()}
         bridges = [BridgeRules(b.device, b.subnet, b.gateway, internal=bool(nets.get(nid, {}).get("Internal")),
-                               dns=nets.get(nid, {}).get("Name") not in PREDEFINED)
+                               dns=nets.get(nid, {}).get("Name") not in PREDEFINED,
+                               masquerade=(nets.get(nid, {}).get("Options") or {}).get(_MASQUERADE) != "false")
                    for nid, b in self._bridges.items() if b.is_up]
         ports = []
         for cid, bindings in (self._ports.all() if self._ports else {}).items():

@@ -30,6 +30,7 @@ class BridgeRules:
     gateway: IPv4Address
     internal: bool = False
     dns: bool = False  # its containers ask the embedded DNS server (user networks)
+    masquerade: bool = True  # what it sends out leaves with the host's address
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class Firewall:
             if b.dns and dns_port:
                 cmds.append(rule("prerouting", dev_in, _eq(_field("ip", "daddr"), str(b.gateway)),
                                  _eq(_field("udp", "dport"), 53), {"redirect": {"port": dns_port}}))
-            if not b.internal:
+            if b.masquerade and not b.internal:
                 cmds.append(rule("postrouting", _eq(_field("ip", "saddr"), _prefix(b.subnet)),
                                  _eq(_meta("oifname"), b.device, op="!="), {"masquerade": None}))
             # a published port asked for through the bridge's own gateway side, or from the

@@ -535,3 +535,25 @@ def test_two_networks_at_create(client: object, daemon: Daemon) -> None:
     finally:
         api.remove_network(a)
         api.remove_network(b)
+
+
+def test_bridge_driver_options(net_cli: Daemon, outside: str) -> None:
+    """docker's bridge options: the bridge's name, and no masquerading (then the outside,
+    which has no route back, never answers)."""
+    name, device = unique("opt"), "dyopt" + uuid.uuid4().hex[:6]
+    net_cli.cli("network", "create", "--subnet", "10.94.0.0/24", "-o", f"com.docker.network.bridge.name={device}",
+                "-o", "com.docker.network.bridge.enable_ip_masquerade=false", name)
+    try:
+        out = net_cli.cli("run", "--rm", "--network", name, "busybox", "sh", "-c",
+                          f"ping -c1 -W2 {outside} >/dev/null && echo OUT-OK; cat /sys/class/net/eth0/address").stdout
+        assert "OUT-OK" not in out, out
+        rules = subprocess.run(["nft", "list", "table", "ip", bridge_name(net_cli.root)], capture_output=True,
+                               text=True).stdout
+        assert "10.94.0.0/24" not in rules  # no masquerade rule for it
+        assert device in _links()  # made on first use, named as asked
+        res = net_cli.cli("network", "create", "-o", f"com.docker.network.bridge.name={device}", unique("dup"),
+                          check=False)
+        assert res.returncode == 1 and f"bridge name {device} is already used" in res.stderr
+    finally:
+        net_cli.cli("network", "rm", name)
+    assert device not in _links()
