@@ -111,8 +111,9 @@ class Firewall:
         for b in bridges:
             dev_in, dev_out = _eq(_meta("iifname"), b.device), _eq(_meta("oifname"), b.device)
             if b.dns and dns_port:
-                cmds.append(rule("prerouting", dev_in, _eq(_field("ip", "daddr"), str(b.gateway)),
-                                 _eq(_field("udp", "dport"), 53), {"redirect": {"port": dns_port}}))
+                for proto in ("udp", "tcp"):
+                    cmds.append(rule("prerouting", dev_in, _eq(_field("ip", "daddr"), str(b.gateway)),
+                                     _eq(_field(proto, "dport"), 53), {"redirect": {"port": dns_port}}))
             if b.masquerade and not b.internal:
                 cmds.append(rule("postrouting", _eq(_field("ip", "saddr"), _prefix(b.subnet)),
                                  _eq(_meta("oifname"), b.device, op="!="), {"masquerade": None}))

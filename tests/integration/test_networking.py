@@ -557,3 +557,22 @@ def test_bridge_driver_options(net_cli: Daemon, outside: str) -> None:
     finally:
         net_cli.cli("network", "rm", name)
     assert device not in _links()
+
+
+def test_embedded_dns_over_tcp(net_cli: Daemon) -> None:
+    """A query over TCP to the network's gateway reaches the embedded server too (a client
+    asks again over TCP when a UDP answer is truncated)."""
+    net, holder = unique("tcpdns"), unique("holder")
+    net_cli.cli("network", "create", "--subnet", "10.93.0.0/24", net)
+    net_cli.cli("run", "-d", "--name", holder, "--network", net, "--network-alias", "db", "busybox", "sleep", "60")
+    try:
+        address = _inspect(net_cli, holder)["NetworkSettings"]["Networks"][net]["IPAddress"]
+        # a 20-byte query for "db", type A, behind its two-byte length, as raw bytes
+        query = r"\000\024\022\064\001\000\000\001\000\000\000\000\000\000\002db\000\000\001\000\001"
+        out = net_cli.cli("run", "--rm", "--network", net, "busybox", "sh", "-c",
+                          f"printf '{query}' | nc -w 3 10.93.0.1 53 | od -An -tu1").stdout
+        answer = " ".join(out.split())
+        assert " ".join(address.split(".")) in answer, (address, answer)
+    finally:
+        net_cli.cli("rm", "-f", holder)
+        net_cli.cli("network", "rm", net)
