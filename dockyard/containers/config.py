@@ -465,6 +465,8 @@ def validate_host_config(hc: dict[str, Any], warnings: list[str], *, swap_limit:
     if hc.get("PortBindings") is not None and not isinstance(hc["PortBindings"], dict):
         raise InvalidArgument("invalid JSON: HostConfig.PortBindings must be an object")
     specs(None, hc.get("PortBindings"), False)
+    if (hc.get("PortBindings") or hc.get("PublishAllPorts")) and (hc.get("NetworkMode") or "") == "host":
+        warnings.append("Published ports are discarded when using host network mode")
 
     # --- namespaces
     net = hc.get("NetworkMode") or "default"

@@ -65,3 +65,33 @@ def test_answers_over_udp_and_tcp(server: DnsServer) -> None:
     assert _addresses(_tcp(server.port, "web")) == ["10.1.2.4", "10.1.2.5"]
     assert _tcp(server.port, "elsewhere.example").rcode() == dns.rcode.SERVFAIL  # the upstream refused
     assert _udp(server.port, "db", source="127.0.0.2", timeout=0.5) is None  # a stranger gets no answer
+
+
+def test_other_names_are_forwarded(tmp_path: object) -> None:
+    """A name that is not a container's goes to the asker's upstream resolver (here one
+    this test runs on 127.0.0.9:53), whose answer is relayed as it is."""
+    import threading
+
+    import dns.rrset
+
+    upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    upstream.bind(("127.0.0.9", 53))
+    upstream.settimeout(10)
+
+    def serve_one() -> None:
+        data, peer = upstream.recvfrom(4096)
+        query = dns_message.from_wire(data)
+        reply = dns_message.make_response(query)
+        reply.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", "192.0.2.77"))
+        upstream.sendto(reply.to_wire(), peer)
+
+    s = DnsServer(lambda source, name: None, lambda source: ["127.0.0.9"])
+    s.start()
+    t = threading.Thread(target=serve_one)
+    t.start()
+    try:
+        assert _addresses(_udp(s.port, "example.org")) == ["192.0.2.77"]
+    finally:
+        t.join()
+        upstream.close()
+        s.stop()

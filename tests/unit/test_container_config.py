@@ -291,3 +291,11 @@ def test_docker_seccomp_profile_conversion() -> None:
     assert [r["names"] for r in out["syscalls"]] == [["read", "write"]]
     out = docker_seccomp_to_oci(profile, ["CAP_SYS_ADMIN"])
     assert [r["names"] for r in out["syscalls"]] == [["read", "write"], ["mount"], ["chown"]]
+
+
+def test_published_ports_warn_in_host_mode() -> None:
+    body = {"Image": "b", "Cmd": ["x"], "HostConfig": {"NetworkMode": "host", "PortBindings": {"80/tcp": [{}]}}}
+    res = normalize_create(body, {}, swap_limit=True)
+    assert "Published ports are discarded when using host network mode" in res.warnings
+    res = normalize_create({**body, "HostConfig": {"PortBindings": {"80/tcp": [{}]}}}, {}, swap_limit=True)
+    assert not res.warnings
