@@ -435,7 +435,7 @@ class NetworkService:
         if self._dns is None:
             from dockyard.network.dns import DnsServer
 
-            self._dns = DnsServer(self._dns_lookup, self._dns_upstreams)
+            self._dns = DnsServer(self._dns_lookup, self._dns_upstreams, self._dns_reverse)
             self._dns_port = self._dns.start()
 
     def _sync_firewall(self) -> None:
@@ -683,6 +683,21 @@ class NetworkService:
         from dockyard.network.etcfiles import host_nameservers
 
         return host_nameservers()
+
+    def _dns_reverse(self, source: str, address: str) -> str | None:
+        """A PTR answer: ``<container>.<network>`` for an address on one of the asker's
+        user networks, as docker answers."""
+        owner, target = self._by_ip.get(source), self._by_ip.get(address)
+        if owner is None or target is None:
+            return None
+        for nid, ep in (self._attached.get(target[0]) or {}).items():
+            if ep.ip == address and nid in owner[1]:
+                net = self._records.get(nid)
+                if net is None:
+                    return None
+                with contextlib.suppress(NotFound):
+                    return f"{self.engine.containers.lookup(target[0]).name.lstrip('/')}.{net['Name']}"
+        return None
 
     def _dns_lookup(self, source: str, name: str) -> list[str] | None:
         owner = self._by_ip.get(source)

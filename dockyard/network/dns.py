@@ -30,6 +30,7 @@ _TTL = 600
 # (source address, name) -> the addresses the asker may see, or None: not ours
 Lookup = Callable[[str, str], "list[str] | None"]
 Upstreams = Callable[[str], "list[str] | None"]  # None: not a container we know
+Reverse = Callable[[str, str], "str | None"]  # (source, address) -> a container's name there
 
 
 class _Relay(asyncio.DatagramProtocol):
@@ -63,9 +64,10 @@ def _bind_pair() -> tuple[socket.socket, socket.socket]:
 
 
 class DnsServer(asyncio.DatagramProtocol):
-    def __init__(self, lookup: Lookup, upstreams: Upstreams) -> None:
+    def __init__(self, lookup: Lookup, upstreams: Upstreams, reverse: Reverse | None = None) -> None:
         self._lookup = lookup
         self._upstreams = upstreams
+        self._reverse = reverse
         self._loop = asyncio.new_event_loop()
         self._transport: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.base_events.Server | None = None
@@ -158,7 +160,16 @@ class DnsServer(asyncio.DatagramProtocol):
         if not query.question:
             return None
         q = query.question[0]
-        found = self._lookup(source, q.name.to_text(omit_final_dot=True).lower())
+        name = q.name.to_text(omit_final_dot=True).lower()
+        if q.rdtype == dns.rdatatype.PTR and name.endswith(".in-addr.arpa") and self._reverse is not None:
+            octets = name[: -len(".in-addr.arpa")].split(".")
+            target = self._reverse(source, ".".join(reversed(octets))) if len(octets) == 4 else None
+            if target:
+                reply = dns.message.make_response(query)
+                reply.flags |= dns.flags.RA
+                reply.answer.append(dns.rrset.from_text(q.name, _TTL, "IN", "PTR", target + "."))
+                return reply.to_wire()
+        found = self._lookup(source, name)
         if found:
             reply = dns.message.make_response(query)
             reply.flags |= dns.flags.RA

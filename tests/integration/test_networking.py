@@ -559,9 +559,10 @@ def test_bridge_driver_options(net_cli: Daemon, outside: str) -> None:
     assert device not in _links()
 
 
-def test_embedded_dns_over_tcp(net_cli: Daemon) -> None:
+def test_embedded_dns_over_tcp_and_reverse(net_cli: Daemon) -> None:
     """A query over TCP to the network's gateway reaches the embedded server too (a client
-    asks again over TCP when a UDP answer is truncated)."""
+    asks again over TCP when a UDP answer is truncated); an address resolves back to its
+    container."""
     net, holder = unique("tcpdns"), unique("holder")
     net_cli.cli("network", "create", "--subnet", "10.93.0.0/24", net)
     net_cli.cli("run", "-d", "--name", holder, "--network", net, "--network-alias", "db", "busybox", "sleep", "60")
@@ -573,6 +574,9 @@ def test_embedded_dns_over_tcp(net_cli: Daemon) -> None:
                           f"printf '{query}' | nc -w 3 10.93.0.1 53 | od -An -tu1").stdout
         answer = " ".join(out.split())
         assert " ".join(address.split(".")) in answer, (address, answer)
+        # and the reverse lookup, as docker answers it: <container>.<network>
+        out = net_cli.cli("run", "--rm", "--network", net, "busybox", "nslookup", address).stdout
+        assert f"{holder}.{net}" in out, out
     finally:
         net_cli.cli("rm", "-f", holder)
         net_cli.cli("network", "rm", net)
