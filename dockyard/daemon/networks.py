@@ -491,7 +491,9 @@ class NetworkService:
                 changed = False
                 for index, (name, cfg) in enumerate(settings.items()):
                     net = self.lookup(cfg.get("NetworkID") or name)
-                    changed |= self._connect_locked(rec, net, cfg, netns, f"eth{index}", first=index == 0)
+                    # a new namespace has lo (1) only: eth0 gets 2, eth1 3, ...
+                    changed |= self._connect_locked(rec, net, cfg, netns, f"eth{index}", first=index == 0,
+                                                    inside_index=2 + index)
                 wanted = ports.specs(rec.config.get("ExposedPorts"), rec.host_config.get("PortBindings"),
                                      bool(rec.host_config.get("PublishAllPorts")))
                 if wanted:
@@ -509,7 +511,7 @@ class NetworkService:
                 raise
 
     def _connect_locked(self, rec: Any, net: dict[str, Any], cfg: dict[str, Any], netns: str, inside: str,
-                        first: bool) -> bool:
+                        first: bool, inside_index: int | None = None) -> bool:
         """One endpoint (``first``: the container's first network, which gives it its
         default route unless internal); True if its bridge came up now (the firewall
         must follow)."""
@@ -519,7 +521,7 @@ class NetworkService:
         came_up = not bridge.is_up
         ip = (cfg.get("IPAMConfig") or {}).get("IPv4Address") or None
         ep = bridge.connect(secrets.token_hex(32), netns, ip=ip, mac=cfg.get("MacAddress") or None, inside=inside,
-                            default_route=first and not net["Internal"])
+                            default_route=first and not net["Internal"], inside_index=inside_index)
         self._attached.setdefault(rec.id, {})[net["Id"]] = ep
         cfg.update(EndpointID=ep.id, Gateway=ep.gateway, IPAddress=ep.ip,
                    IPPrefixLen=int(ep.address.split("/")[1]), Veth=ep.veth, Inside=ep.inside, Mac=ep.mac)

@@ -77,7 +77,7 @@ class BridgeNetwork:
         return self._up
 
     def connect(self, endpoint_id: str, netns_path: str, ip: str | None = None, mac: str | None = None,
-                inside: str = "eth0", default_route: bool = True) -> Endpoint:
+                inside: str = "eth0", default_route: bool = True, inside_index: int | None = None) -> Endpoint:
         """A veth from the bridge into the namespace, with an address (``ip``: --ip) and,
         if ``default_route`` (the container's first network, not an internal one), the
         default route through the gateway."""
@@ -88,7 +88,8 @@ class BridgeNetwork:
                 ep = Endpoint(endpoint_id, veth_name(), inside, f"{addr}/{self.subnet.prefixlen}",
                               str(self.gateway), mac or mac_for(addr))
                 links.attach_veth(ep.veth, self.device, netns_path, IPv4Interface(ep.address),
-                                  self.gateway if default_route else None, mac=ep.mac, inside_name=inside)
+                                  self.gateway if default_route else None, mac=ep.mac, inside_name=inside,
+                                  inside_index=inside_index)
             except BaseException:
                 self.pool.release(addr)
                 raise

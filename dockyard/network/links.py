@@ -89,9 +89,6 @@ def in_netns(netns_path: str, fn: Callable[[], T]) -> T:
     return box["result"]
 
 
-_LOOPBACK_INDEX = 1  # lo is a network namespace's first link
-
-
 def link_index(ipr: Any, name: str) -> int | None:
     """One RTM_GETLINK by name (not a dump of every link, as ``link_lookup`` does)."""
     from pyroute2.netlink.exceptions import NetlinkError
@@ -161,31 +158,43 @@ def host_routes() -> list[IPv4Network]:
 
 @_oserrors
 def attach_veth(host_name: str, bridge: str, netns_path: str, address: IPv4Interface,
-                gateway: IPv4Address | None, mac: str | None = None, inside_name: str = "eth0") -> None:
+                gateway: IPv4Address | None, mac: str | None = None, inside_name: str = "eth0",
+                inside_index: int | None = None) -> None:
     """A veth pair: ``host_name`` on ``bridge`` (up), its peer made directly inside the
     namespace at ``netns_path`` as ``inside_name`` (moving a link between namespaces costs
-    the kernel an RCU grace period, ~15 ms) with ``mac`` and ``address``, up, ``lo`` up,
-    and a default route via ``gateway``. Nothing is left behind on failure (deleting the
-    host end takes the peer)."""
+    the kernel an RCU grace period, ~15 ms) with ``mac`` and ``address``, up, and a
+    default route via ``gateway``. ``inside_index``: the index to give it there (a new
+    namespace has only lo, index 1), which saves a lookup; lo is the runtime's to bring
+    up. Nothing is left behind on failure (deleting the host end takes the peer)."""
     with _host() as ipr:
         br = link_index(ipr, bridge)
         if br is None:
             raise FileNotFoundError(f"bridge {bridge} does not exist")
+        from pyroute2.netlink.exceptions import NetlinkError
+
         fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             peer: dict[str, Any] = {"ifname": inside_name, "net_ns_fd": fd}
             if mac:
                 peer["address"] = mac
-            ipr.link("add", ifname=host_name, kind="veth", master=br, state="up", peer=peer)
+            if inside_index is not None:
+                peer["index"] = inside_index  # saves looking it up inside
+            try:
+                ipr.link("add", ifname=host_name, kind="veth", master=br, state="up", peer=peer)
+            except NetlinkError as e:
+                if e.code != 17 or inside_index is None:  # EEXIST: the index is taken there
+                    raise
+                del peer["index"]
+                inside_index = None
+                ipr.link("add", ifname=host_name, kind="veth", master=br, state="up", peer=peer)
         finally:
             os.close(fd)
     try:
         def inside() -> None:
             with _iproute() as nipr:
-                idx = link_index(nipr, inside_name)
+                idx = inside_index if inside_index is not None else link_index(nipr, inside_name)
                 nipr.addr("add", index=idx, address=str(address.ip), prefixlen=address.network.prefixlen)
                 nipr.link("set", index=idx, state="up")
-                nipr.link("set", index=_LOOPBACK_INDEX, state="up")  # the runtime's already, unless joined
                 if gateway is not None:
                     nipr.route("add", dst="0.0.0.0/0", gateway=str(gateway))
 

@@ -78,7 +78,7 @@ def test_bridge_veth_and_masquerade(names: dict[str, str]) -> None:
         links.attach_veth(names["veth" + ns[-1]], names["bridge"], _netns(names[ns]),
                           IPv4Interface(f"{addr}/24"), pool.gateway, mac="02:42:0a:e7:00:0" + ns[-1])
     inside = links.interfaces_in(_netns(names["ns1"]))
-    assert inside["eth0"] == [f"{addresses['ns1']}/24"] and inside["lo"] == ["127.0.0.1/8"]
+    assert inside["eth0"] == [f"{addresses['ns1']}/24"]  # (lo is the runtime's to bring up)
     assert "link/ether 02:42:0a:e7:00:01" in _ip("-n", names["ns1"], "link", "show", "eth0")
     assert f"default via {pool.gateway}" in _ip("-n", names["ns1"], "route")
     assert _ping(names["ns1"], pool.gateway)  # container -> its gateway
