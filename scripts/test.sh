@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
-apt_packages=(busybox-static skopeo runc libseccomp2 iproute2 nftables procps util-linux curl binutils gcc libc6-dev python3-venv docker-registry)
+apt_packages=(busybox-static skopeo runc libseccomp2 iproute2 nftables procps util-linux curl binutils gcc libc6-dev python3-venv docker-registry docker-compose)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -240,7 +240,7 @@ class NetworkService:
         self.engine.events.emit("network", "create", nid, {"name": name, "type": "bridge"})
         return {"Id": nid, "Warning": ""}
 
-    def _endpoint_count(self, nid: str) -> list[str]:
+    def _users(self, nid: str) -> list[str]:
         """The names of the running containers with an endpoint on the network."""
         names = []
         for cid, eps in self._attached.items():
@@ -299,7 +299,7 @@ class NetworkService:
                 dangling = values[-1].lower() in ("true", "1")
                 if values[-1].lower() not in ("true", "1", "false", "0"):
                     raise InvalidArgument(f"invalid filter 'dangling={values[-1]}'")
-                if net["Name"] in PREDEFINED or dangling == bool(self._endpoint_count(net["Id"])):
+                if net["Name"] in PREDEFINED or dangling == bool(self._users(net["Id"])):
                     return False
         return True
 
@@ -308,7 +308,7 @@ class NetworkService:
             net = self.lookup(ref)
             if net["Name"] in PREDEFINED:
                 raise Forbidden(f"{net['Name']} is a pre-defined network and cannot be removed")
-            users = self._endpoint_count(net["Id"])
+            users = self._users(net["Id"])
             if users:
                 plural = "s" if len(users) > 1 else ""
                 raise Conflict(f"error while removing network: network {net['Name']} has {len(users)} active "
