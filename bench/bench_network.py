@@ -148,7 +148,12 @@ def main() -> None:
             proc.wait(timeout=60)
         left_containers = stop_supervisor(work / "exec", env)
         left = mounts_under(work)
-        if not left:
+        if left:  # a run that failed half-way: its containers' root filesystems are still mounted
+            from dockyard.mount import unmount_all
+
+            for bundle in (work / "exec" / "bundles").glob("*"):
+                unmount_all(str(bundle))
+        if not mounts_under(work):  # never rmtree across a mount
             shutil.rmtree(work, ignore_errors=True)
     assert not left_containers, f"containers left behind: {left_containers}"
     assert not left, f"mounts left behind under {work}: {left}"
