@@ -115,6 +115,50 @@ def in_container(pid: int) -> bool:
         return True  # gone: not a host-side process
 
 
+def launch(work: Path, cli_kind: str, *extra: str) -> tuple[subprocess.Popen, str, list[str], dict[str, str], str]:
+    """A dockyardd on ``work`` (``extra``: its flags) with busybox imported: (process, host,
+    the CLI's argv, its environment, a note saying which CLI). ``cli_kind`` "venv": daemon,
+    supervisor and CLI as installed (with bytecode) in a fresh venv, nothing of the tree on
+    PYTHONPATH (its modules would shadow the installed ones); "module": from this tree."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if cli_kind == "venv":
+        dockyard = install_venv(work / "venv")
+        env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+        proc, host = start_daemon(work, env, str(work / "venv" / "bin" / "python"), *extra)
+        cli = [dockyard, "-H", host]
+        note = f"dockyardd, its supervisor and the CLI (`{dockyard}`) from a venv install of this tree"
+    else:
+        proc, host = start_daemon(work, env, sys.executable, *extra)
+        cli = [sys.executable, "-m", "dockyard.cli.main", "-H", host]
+        note = f"CLI: `{sys.executable} -m dockyard.cli.main` (site-packages .pth files included)"
+    mk = subprocess.Popen([str(REPO / "contrib" / "mkrootfs-busybox"), "-"], stdout=subprocess.PIPE)
+    subprocess.run([*cli, "import", "-c", 'CMD ["sh"]', "-", "busybox"], stdin=mk.stdout, env=env,
+                   check=True, stdout=subprocess.DEVNULL)
+    assert mk.stdout is not None
+    mk.stdout.close()
+    assert mk.wait() == 0
+    return proc, host, cli, env, note
+
+
+def shut_down(proc: subprocess.Popen | None, work: Path, env: dict[str, str]) -> tuple[list[str], list[str], list[str]]:
+    """Stop the daemon and its supervisor, unmount what a failed run left, remove ``work``:
+    (containers left, mounts left, mounts still there after unmounting)."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    left_containers = stop_supervisor(work / "exec", env)
+    left = mounts_under(work)
+    if left:
+        from dockyard.mount import unmount_all
+
+        for bundle in (work / "exec" / "bundles").glob("*"):
+            unmount_all(str(bundle))
+    still = mounts_under(work)
+    if not still:  # never rmtree across a mount
+        shutil.rmtree(work, ignore_errors=True)
+    return left_containers, left, still
+
+
 def parse_args(ap: argparse.ArgumentParser, script: str) -> argparse.Namespace:
     """The options every benchmark here takes (--workdir, --cli) added to ``ap``'s own, parsed;
     exits unless run as root."""
@@ -135,29 +179,13 @@ def main() -> None:
     args = parse_args(ap, "bench_engine")
     cgroups_before = set(glob.glob("/sys/fs/cgroup/*/dockyard"))
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-engine-", dir=args.workdir))
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     rows: list[tuple[str, str]] = []
     notes: list[str] = []
     proc = None
+    env = dict(os.environ)
     try:
-        if args.cli == "venv":
-            # daemon, supervisor and CLI as installed (with bytecode), not from this tree:
-            # nothing of the tree on PYTHONPATH (its modules would shadow the installed ones)
-            dockyard = install_venv(work / "venv")
-            env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-            proc, host = start_daemon(work, env, str(work / "venv" / "bin" / "python"))
-            cli = [dockyard, "-H", host]
-            notes.append(f"dockyardd, its supervisor and the CLI (`{dockyard}`) from a venv install of this tree")
-        else:
-            proc, host = start_daemon(work, env, sys.executable)
-            cli = [sys.executable, "-m", "dockyard.cli.main", "-H", host]
-            notes.append(f"CLI: `{sys.executable} -m dockyard.cli.main` (site-packages .pth files included)")
-        mk = subprocess.Popen([str(REPO / "contrib" / "mkrootfs-busybox"), "-"], stdout=subprocess.PIPE)
-        subprocess.run([*cli, "import", "-c", 'CMD ["sh"]', "-", "busybox"], stdin=mk.stdout, env=env,
-                       check=True, stdout=subprocess.DEVNULL)
-        assert mk.stdout is not None
-        mk.stdout.close()
-        assert mk.wait() == 0
+        proc, host, cli, env, note = launch(work, args.cli)
+        notes.append(note)
 
         # (1) dockyard run --rm busybox true
         timed([*cli, "run", "--rm", "busybox", "true"], env)  # warm-up (starts the supervisor)
@@ -220,23 +248,11 @@ def main() -> None:
 
         subprocess.run([*cli, "rm", "-f", *ids], env=env, check=True, stdout=subprocess.DEVNULL)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-        left_containers = stop_supervisor(work / "exec", env)
-        left = mounts_under(work)
-        if left:
-            sys.path.insert(0, str(REPO))
-            from dockyard.mount import unmount_all
-
-            for bundle in (work / "exec" / "bundles").glob("*"):
-                unmount_all(str(bundle))
-        still = mounts_under(work)
-        if not still:  # never rmtree across a mount
-            shutil.rmtree(work, ignore_errors=True)
+        left_containers, left, still = shut_down(proc, work, env)
     assert not left_containers, f"containers left behind: {left_containers}"
     assert not left, f"mounts left behind under {work}: {left}"
     assert not still and not work.exists(), f"{work} not removed"
+    assert proc is not None
     assert proc.returncode == 0, f"dockyardd exited with {proc.returncode}"
     # a daemon stopping with no container left gives its /dockyard parent cgroup back
     left_cgroups = sorted(set(glob.glob("/sys/fs/cgroup/*/dockyard")) - cgroups_before)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -30,8 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_engine import install_venv, parse_args, start_daemon, timed  # noqa: E402
-from tests.fixtures.engine import mounts_under, stop_supervisor  # noqa: E402
+from bench.bench_engine import launch, parse_args, shut_down, timed  # noqa: E402
 
 BRIDGE = "dybench0"
 
@@ -78,24 +75,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = parse_args(ap, "bench_network")
     work = Path(tempfile.mkdtemp(prefix="dockyard-bench-network-", dir=args.workdir))
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     rows: list[tuple[str, str]] = []
     proc = None
+    env = dict(os.environ)
     try:
-        if args.cli == "venv":
-            dockyard = install_venv(work / "venv")
-            env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-            proc, host = start_daemon(work, env, str(work / "venv" / "bin" / "python"), "--bridge", BRIDGE)
-            cli = [dockyard, "-H", host]
-        else:
-            proc, host = start_daemon(work, env, sys.executable, "--bridge", BRIDGE)
-            cli = [sys.executable, "-m", "dockyard.cli.main", "-H", host]
-        mk = subprocess.Popen([str(REPO / "contrib" / "mkrootfs-busybox"), "-"], stdout=subprocess.PIPE)
-        subprocess.run([*cli, "import", "-c", 'CMD ["sh"]', "-", "busybox"], stdin=mk.stdout, env=env,
-                       check=True, stdout=subprocess.DEVNULL)
-        assert mk.stdout is not None
-        mk.stdout.close()
-        assert mk.wait() == 0
+        proc, _host, cli, env, _note = launch(work, args.cli, "--bridge", BRIDGE)
 
         # (1) run latency, bridge against none, interleaved
         for mode in ("bridge", "none"):
@@ -143,18 +127,7 @@ def main() -> None:
                          f"median {statistics.median(r):.0f} MiB/s ({statistics.median(r) / base * 100:.0f} % of direct)"))
         subprocess.run([*cli, "rm", "-f", cid], env=env, check=True, stdout=subprocess.DEVNULL)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-        left_containers = stop_supervisor(work / "exec", env)
-        left = mounts_under(work)
-        if left:  # a run that failed half-way: its containers' root filesystems are still mounted
-            from dockyard.mount import unmount_all
-
-            for bundle in (work / "exec" / "bundles").glob("*"):
-                unmount_all(str(bundle))
-        if not mounts_under(work):  # never rmtree across a mount
-            shutil.rmtree(work, ignore_errors=True)
+        left_containers, left, _still = shut_down(proc, work, env)
     assert not left_containers, f"containers left behind: {left_containers}"
     assert not left, f"mounts left behind under {work}: {left}"
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout

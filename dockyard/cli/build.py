@@ -150,7 +150,7 @@ def cmd_builder(ctx: Context, args: list[str]) -> int:
 
 
 def cmd_builder_prune(ctx: Context, args: list[str], prog: str = "dockyard builder prune") -> int:
-    from dockyard.cli.system import _confirm
+    from dockyard.cli.flags import confirm
 
     p = new_parser(prog, description="Remove build cache")
     p.add_argument("-a", "--all", action="store_true", help="Remove all unused build cache, not just dangling ones")
@@ -158,7 +158,7 @@ def cmd_builder_prune(ctx: Context, args: list[str], prog: str = "dockyard build
     o = p.parse_args(args)
     warning = "WARNING! This will remove all build cache." if o.all else \
         "WARNING! This will remove all dangling build cache."
-    if not o.force and not _confirm(ctx, warning):
+    if not o.force and not confirm(ctx, warning):
         return 0
     report = ctx.client.post("/build/prune", params={"all": "1"} if o.all else {}).json()
     deleted = report.get("CachesDeleted") or []

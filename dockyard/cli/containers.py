@@ -12,8 +12,8 @@ import sys
 import time
 
 from dockyard.cli.context import CLIError, Context
+from dockyard.cli.flags import each, run_group
 from dockyard.cli.flags import parse_filters as _filters
-from dockyard.cli.flags import run_group
 from dockyard.cli.main import new_parser
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~3 ms)
@@ -35,23 +35,6 @@ def _q(name: str) -> str:
     from dockyard.cli.client import quote
 
     return quote(name)
-
-
-def _each(ctx: Context, names: list[str], action: Any, echo: bool = True) -> int:
-    """Apply ``action(name)`` to every name; errors are printed, and make the exit status 1."""
-    from dockyard.cli.client import APIError
-
-    failed = False
-    for name in names:
-        try:
-            result = action(name)
-        except APIError as e:
-            ctx.error(f"Error response from daemon: {e.message}")
-            failed = True
-            continue
-        if echo:
-            ctx.out.write(f"{name if result is None else result}\n")
-    return 1 if failed else 0
 
 
 def _bools(p: argparse.ArgumentParser, args: list[str]) -> list[str]:
@@ -85,10 +68,6 @@ def _bools(p: argparse.ArgumentParser, args: list[str]) -> list[str]:
             i += 1
         i += 1
     return out + args[i:]
-
-
-def _call(method: Any, path: str, params: dict[str, Any] | None) -> None:
-    method(path, params=params)
 
 
 # ------------------------------------------------------------------ run / create
@@ -884,7 +863,7 @@ def cmd_stop(ctx: Context, args: list[str], prog: str = "dockyard stop") -> int:
         params["t"] = o.time
     if o.signal:
         params["signal"] = o.signal
-    return _each(ctx, o.containers, lambda n: _call(ctx.client.post, f"/containers/{_q(n)}/stop", params))
+    return each(ctx, o.containers, lambda n: ctx.client.post(f"/containers/{_q(n)}/stop", params=params))
 
 
 def cmd_kill(ctx: Context, args: list[str], prog: str = "dockyard kill") -> int:
@@ -893,7 +872,7 @@ def cmd_kill(ctx: Context, args: list[str], prog: str = "dockyard kill") -> int:
     p.add_argument("-s", "--signal", help="Signal to send to the container")
     o = p.parse_args(_bools(p, args))
     params = {"signal": o.signal} if o.signal else None
-    return _each(ctx, o.containers, lambda n: _call(ctx.client.post, f"/containers/{_q(n)}/kill", params))
+    return each(ctx, o.containers, lambda n: ctx.client.post(f"/containers/{_q(n)}/kill", params=params))
 
 
 def cmd_rm(ctx: Context, args: list[str], prog: str = "dockyard rm") -> int:
@@ -906,7 +885,7 @@ def cmd_rm(ctx: Context, args: list[str], prog: str = "dockyard rm") -> int:
     p.add_argument("-l", "--link", action="store_true", help=argparse.SUPPRESS)
     o = p.parse_args(_bools(p, args))
     params = {"force": o.force, "v": o.volumes}
-    return _each(ctx, o.containers, lambda n: _call(ctx.client.delete, f"/containers/{_q(n)}", params))
+    return each(ctx, o.containers, lambda n: ctx.client.delete(f"/containers/{_q(n)}", params=params))
 
 
 def cmd_wait(ctx: Context, args: list[str], prog: str = "dockyard wait") -> int:
@@ -923,7 +902,7 @@ def cmd_wait(ctx: Context, args: list[str], prog: str = "dockyard wait") -> int:
             raise APIError(500, err["Message"])
         return str(result.get("StatusCode", -1))
 
-    return _each(ctx, o.containers, wait)
+    return each(ctx, o.containers, wait)
 
 
 # ------------------------------------------------------------------ inspect

@@ -10,6 +10,51 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+def each(ctx: Any, names: list[str], action: Callable[[str], Any], echo: bool = True) -> int:
+    """Apply ``action(name)`` to every name, printing (``echo``) the name — or what the
+    action returns, if it is a string; nothing if it returns False — or the daemon's error;
+    any error makes the exit status 1."""
+    from dockyard.cli.client import APIError
+
+    failed = False
+    for name in names:
+        try:
+            result = action(name)
+        except APIError as e:
+            ctx.error(f"Error response from daemon: {e.message}")
+            failed = True
+            continue
+        if echo and result is not False:
+            ctx.out.write(f"{result if isinstance(result, str) else name}\n")
+    return 1 if failed else 0
+
+
+def inspect_each(ctx: Any, names: list[str], path: Callable[[str], str], fmt: str | None) -> int:
+    """``<object> inspect``: GET each one's ``path(name)``, then print them all as a JSON
+    array (or each through ``--format``); a missing one is an error line and exit status 1."""
+    import json
+
+    found: list[Any] = []
+    status = each(ctx, names, lambda name: found.append(ctx.client.get(path(name)).json()), echo=False)
+    if fmt:
+        from dockyard.cli.templates import render_template
+
+        ctx.out.write("".join(render_template(fmt, doc) + "\n" for doc in found))
+    else:
+        ctx.out.write(json.dumps(found, indent=4) + "\n")
+    return status
+
+
+def confirm(ctx: Any, warning: str) -> bool:
+    """docker's prune prompt: the warning, then "Are you sure…"; only y/yes goes on."""
+    import sys
+
+    ctx.out.write(warning + "\nAre you sure you want to continue? [y/N] ")
+    ctx.out.flush()
+    answer = sys.stdin.readline().strip().lower() if not sys.stdin.closed else ""
+    return answer in ("y", "yes")
+
+
 def parse_filters(values: list[str] | None) -> dict[str, list[str]] | None:
     """``--filter k=v`` (repeatable) as the API's filters map."""
     if not values:

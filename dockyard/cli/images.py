@@ -11,8 +11,8 @@ from typing import Any
 
 from dockyard.cli.argparser import BoolFlag
 from dockyard.cli.context import CLIError, Context
+from dockyard.cli.flags import confirm, run_group
 from dockyard.cli.flags import parse_filters as _filters
-from dockyard.cli.flags import run_group
 from dockyard.cli.main import new_parser
 
 
@@ -331,14 +331,10 @@ def cmd_image_prune(ctx: Context, args: list[str], prog: str = "dockyard image p
     p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
     p.add_argument("--filter", action="append")
     o = p.parse_args(args)
-    if not o.force:
-        warning = ("WARNING! This will remove all images without at least one container associated to them."
-                   if o.all else "WARNING! This will remove all dangling images.")
-        ctx.out.write(warning + "\nAre you sure you want to continue? [y/N] ")
-        ctx.out.flush()
-        answer = sys.stdin.readline().strip().lower() if not sys.stdin.closed else ""
-        if answer not in ("y", "yes"):
-            return 0
+    warning = ("WARNING! This will remove all images without at least one container associated to them."
+               if o.all else "WARNING! This will remove all dangling images.")
+    if not o.force and not confirm(ctx, warning):
+        return 0
     flt = _filters(o.filter) or {}
     flt["dangling"] = ["false" if o.all else "true"]
     report = ctx.client.post("/images/prune", params={"filters": flt}).json()

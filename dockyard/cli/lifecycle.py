@@ -6,9 +6,8 @@ per failing container ("Error response from daemon: ..."), exit status 1 if any 
 
 from __future__ import annotations
 
-from typing import Any
-
 from dockyard.cli.context import CLIError, Context
+from dockyard.cli.flags import each
 from dockyard.cli.main import new_parser
 
 
@@ -16,21 +15,6 @@ def _q(name: str) -> str:
     from dockyard.cli.client import quote
 
     return quote(name)
-
-
-def _each(ctx: Context, names: list[str], action: Any) -> int:
-    from dockyard.cli.client import APIError
-
-    failed = False
-    for name in names:
-        try:
-            action(name)
-        except APIError as e:
-            ctx.error(f"Error response from daemon: {e.message}")
-            failed = True
-            continue
-        ctx.out.write(name + "\n")
-    return 1 if failed else 0
 
 
 def cmd_restart(ctx: Context, args: list[str], prog: str = "dockyard restart") -> int:
@@ -44,21 +28,21 @@ def cmd_restart(ctx: Context, args: list[str], prog: str = "dockyard restart") -
         raise CLIError("conflicting options: cannot specify both --timeout and --time", 1)
     timeout = o.timeout if o.timeout is not None else o.time
     params = {"t": timeout, "signal": o.signal}
-    return _each(ctx, o.containers, lambda n: ctx.client.post(f"/containers/{_q(n)}/restart", params=params))
+    return each(ctx, o.containers, lambda n: ctx.client.post(f"/containers/{_q(n)}/restart", params=params))
 
 
 def cmd_pause(ctx: Context, args: list[str], prog: str = "dockyard pause") -> int:
     p = new_parser(prog, usage=f"{prog} CONTAINER [CONTAINER...]", description="Pause all processes within one or more containers")
     p.add_argument("containers", nargs="+")
     o = p.parse_args(args)
-    return _each(ctx, o.containers, lambda n: ctx.client.post(f"/containers/{_q(n)}/pause"))
+    return each(ctx, o.containers, lambda n: ctx.client.post(f"/containers/{_q(n)}/pause"))
 
 
 def cmd_unpause(ctx: Context, args: list[str], prog: str = "dockyard unpause") -> int:
     p = new_parser(prog, usage=f"{prog} CONTAINER [CONTAINER...]", description="Unpause all processes within one or more containers")
     p.add_argument("containers", nargs="+")
     o = p.parse_args(args)
-    return _each(ctx, o.containers, lambda n: ctx.client.post(f"/containers/{_q(n)}/unpause"))
+    return each(ctx, o.containers, lambda n: ctx.client.post(f"/containers/{_q(n)}/unpause"))
 
 
 def cmd_rename(ctx: Context, args: list[str], prog: str = "dockyard rename") -> int:

@@ -4,10 +4,9 @@ docker's CLI prints them."""
 from __future__ import annotations
 
 import json
-import sys
 
 from dockyard.cli.context import CLIError, Context
-from dockyard.cli.flags import parse_filters, run_group
+from dockyard.cli.flags import confirm, each, inspect_each, parse_filters, run_group
 from dockyard.cli.main import new_parser
 
 
@@ -78,23 +77,9 @@ def cmd_network_inspect(ctx: Context, args: list[str], prog: str = "dockyard net
     p.add_argument("-v", "--verbose", action="store_true", help="Verbose output for diagnostics")
     p.add_argument("names", nargs="+")
     o = p.parse_args(args)
-    from dockyard.cli.client import APIError, quote
+    from dockyard.cli.client import quote
 
-    found, failed = [], False
-    for name in o.names:
-        try:
-            found.append(ctx.client.get(f"/networks/{quote(name)}").json())
-        except APIError as e:
-            ctx.error(f"Error response from daemon: {e.message}")
-            failed = True
-    if o.format:
-        from dockyard.cli.templates import render_template
-
-        for n in found:
-            ctx.out.write(render_template(o.format, n) + "\n")
-    else:
-        ctx.out.write(json.dumps(found, indent=4) + "\n")
-    return 1 if failed else 0
+    return inspect_each(ctx, o.names, lambda name: f"/networks/{quote(name)}", o.format)
 
 
 def cmd_network_rm(ctx: Context, args: list[str], prog: str = "dockyard network rm") -> int:
@@ -104,17 +89,16 @@ def cmd_network_rm(ctx: Context, args: list[str], prog: str = "dockyard network 
     o = p.parse_args(args)
     from dockyard.cli.client import APIError, quote
 
-    failed = False
-    for name in o.names:
+    def remove(name: str) -> bool:
         try:
             ctx.client.delete(f"/networks/{quote(name)}")
-            ctx.out.write(name + "\n")
         except APIError as e:
             if o.force and e.status == 404:
-                continue
-            ctx.error(f"Error response from daemon: {e.message}")
-            failed = True
-    return 1 if failed else 0
+                return False  # -f: a missing network is not an error, and not printed
+            raise
+        return True
+
+    return each(ctx, o.names, remove)
 
 
 def cmd_network_connect(ctx: Context, args: list[str], prog: str = "dockyard network connect") -> int:
@@ -154,13 +138,9 @@ def cmd_network_prune(ctx: Context, args: list[str], prog: str = "dockyard netwo
     p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
     p.add_argument("--filter", action="append", help="Provide filter values (e.g. 'until=<timestamp>')")
     o = p.parse_args(args)
-    if not o.force:
-        ctx.out.write("WARNING! This will remove all custom networks not used by at least one container.\n"
-                      "Are you sure you want to continue? [y/N] ")
-        ctx.out.flush()
-        answer = sys.stdin.readline().strip().lower() if not sys.stdin.closed else ""
-        if answer not in ("y", "yes"):
-            return 0
+    if not o.force and not confirm(ctx, "WARNING! This will remove all custom networks not used by at least one "
+                                        "container."):
+        return 0
     flt = parse_filters(o.filter)
     report = ctx.client.post("/networks/prune", params={"filters": json.dumps(flt)} if flt else None).json()
     deleted = report.get("NetworksDeleted") or []

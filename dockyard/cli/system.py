@@ -7,6 +7,7 @@ import platform
 import sys
 
 from dockyard.cli.context import Context
+from dockyard.cli.flags import confirm
 from dockyard.cli.main import new_parser
 
 
@@ -89,13 +90,6 @@ def cmd_system(ctx: Context, args: list[str]) -> int:
                      {"info": cmd_info, "df": cmd_system_df, "prune": cmd_system_prune})
 
 
-def _confirm(ctx: Context, warning: str) -> bool:
-    ctx.out.write(warning + "\nAre you sure you want to continue? [y/N] ")
-    ctx.out.flush()
-    answer = sys.stdin.readline().strip().lower() if not sys.stdin.closed else ""
-    return answer in ("y", "yes")
-
-
 def _pct(part: int, whole: int) -> str:
     from dockyard.cli.units import human_size
 
@@ -163,7 +157,7 @@ def cmd_system_prune(ctx: Context, args: list[str], prog: str = "dockyard system
     if not o.force:
         items = ["all stopped containers", *(["anonymous volumes not used by at least one container"] if o.volumes else []),
                  "all images without at least one container associated to them" if o.all else "all dangling images"]
-        if not _confirm(ctx, "WARNING! This will remove:\n" + "".join(f"  - {i}\n" for i in items).rstrip("\n")):
+        if not confirm(ctx, "WARNING! This will remove:\n" + "".join(f"  - {i}\n" for i in items).rstrip("\n")):
             return 0
     from dockyard.cli.flags import parse_filters
 
@@ -200,7 +194,7 @@ def cmd_container_prune(ctx: Context, args: list[str], prog: str = "dockyard con
     p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
     p.add_argument("--filter", action="append", help="Provide filter values (e.g. 'until=<timestamp>')")
     o = p.parse_args(args)
-    if not o.force and not _confirm(ctx, "WARNING! This will remove all stopped containers."):
+    if not o.force and not confirm(ctx, "WARNING! This will remove all stopped containers."):
         return 0
     flt = parse_filters(o.filter) or {}
     report = ctx.client.post("/containers/prune", params={"filters": json.dumps(flt)} if flt else None).json()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from dockyard.cli.context import CLIError, Context
-from dockyard.cli.flags import parse_filters, run_group
+from dockyard.cli.flags import confirm, each, inspect_each, parse_filters, run_group
 from dockyard.cli.main import new_parser
 
 
@@ -64,23 +63,7 @@ def cmd_volume_inspect(ctx: Context, args: list[str], prog: str = "dockyard volu
     p.add_argument("-f", "--format")
     p.add_argument("names", nargs="+")
     o = p.parse_args(args)
-    from dockyard.cli.client import APIError
-
-    found, failed = [], False
-    for name in o.names:
-        try:
-            found.append(ctx.client.get(f"/volumes/{name}").json())
-        except APIError as e:
-            ctx.error(f"Error response from daemon: {e.message}")
-            failed = True
-    if o.format:
-        from dockyard.cli.templates import render_template
-
-        for v in found:
-            ctx.out.write(render_template(o.format, v) + "\n")
-    else:
-        ctx.out.write(json.dumps(found, indent=4) + "\n")
-    return 1 if failed else 0
+    return inspect_each(ctx, o.names, lambda name: f"/volumes/{name}", o.format)
 
 
 def cmd_volume_rm(ctx: Context, args: list[str], prog: str = "dockyard volume rm") -> int:
@@ -88,17 +71,7 @@ def cmd_volume_rm(ctx: Context, args: list[str], prog: str = "dockyard volume rm
     p.add_argument("-f", "--force", action="store_true", help="Force the removal of one or more volumes")
     p.add_argument("names", nargs="+")
     o = p.parse_args(args)
-    from dockyard.cli.client import APIError
-
-    failed = False
-    for name in o.names:
-        try:
-            ctx.client.delete(f"/volumes/{name}", params={"force": o.force})
-            ctx.out.write(name + "\n")
-        except APIError as e:
-            ctx.error(f"Error response from daemon: {e.message}")
-            failed = True
-    return 1 if failed else 0
+    return each(ctx, o.names, lambda name: ctx.client.delete(f"/volumes/{name}", params={"force": o.force}))
 
 
 def cmd_volume_prune(ctx: Context, args: list[str], prog: str = "dockyard volume prune") -> int:
@@ -107,13 +80,9 @@ def cmd_volume_prune(ctx: Context, args: list[str], prog: str = "dockyard volume
     p.add_argument("-f", "--force", action="store_true", help="Do not prompt for confirmation")
     p.add_argument("--filter", action="append", help="Provide filter values (e.g. 'label=<label>')")
     o = p.parse_args(args)
-    if not o.force:
-        ctx.out.write("WARNING! This will remove all local volumes not used by at least one container.\n"
-                      "Are you sure you want to continue? [y/N] ")
-        ctx.out.flush()
-        answer = sys.stdin.readline().strip().lower() if not sys.stdin.closed else ""
-        if answer not in ("y", "yes"):
-            return 0
+    if not o.force and not confirm(ctx, "WARNING! This will remove all local volumes not used by at least one "
+                                        "container."):
+        return 0
     flt = parse_filters(o.filter) or {}
     if o.all:
         flt["all"] = ["true"]

@@ -39,6 +39,7 @@ from dockyard.containers.mountspec import MountPoint, parse_mounts, volumes_from
 from dockyard.containers.names import generate_name, validate_name
 from dockyard.containers.ocispec import CGROUP_PARENT, build_spec, container_hostname, limits_of
 from dockyard.daemon.health import HealthMonitor, probe_command
+from dockyard.daemon.networks import PREDEFINED
 from dockyard.errors import (
     Conflict,
     DockyardError,
@@ -295,11 +296,16 @@ class ContainerService:
         """At daemon start: running containers keep their endpoints and ports; those that
         exited meanwhile give theirs back."""
         for rec in self.engine.networks.restore(self._all()):
-            with self._lock:
-                cur = self._by_id(rec.id)
-                if cur is not None:
-                    cur.extra["Networks"], cur.extra["Ports"] = rec.extra.get("Networks"), rec.extra.get("Ports")
-                    self._save(cur)
+            self._save_networks(rec)
+
+    def _save_networks(self, rec: Record, stopped_only: bool = False) -> None:
+        """Store ``rec``'s network settings and ports into the newest copy of its record
+        (``stopped_only``: unless a new run has begun meanwhile)."""
+        with self._lock:
+            cur = self._by_id(rec.id)
+            if cur is not None and not (stopped_only and cur.running):
+                cur.extra["Networks"], cur.extra["Ports"] = rec.extra.get("Networks"), rec.extra.get("Ports")
+                self._save(cur)
 
     def remove_incomplete(self) -> None:
         """At daemon start: a record whose create never completed (the previous daemon died
@@ -591,10 +597,7 @@ class ContainerService:
                     st = sup.call("start", id=rec.id)
             except BaseException:
                 self.engine.networks.detach(rec)
-                with self._lock:
-                    cur = self._refresh(rec)
-                    cur.extra["Networks"], cur.extra["Ports"] = rec.extra.get("Networks"), None
-                    self._save(cur)
+                self._save_networks(rec)
                 raise
             crash_point("start:supervisor")
             if "pid" not in st:  # a supervisor from before start answered with the pid
@@ -641,11 +644,7 @@ class ContainerService:
             if rec is None or rec.running or not rec.extra.get("Networks"):
                 return
             self.engine.networks.detach(rec)
-            with self._lock:
-                cur = self._by_id(cid)
-                if cur is not None and not cur.running:
-                    cur.extra["Networks"], cur.extra["Ports"] = rec.extra.get("Networks"), None
-                    self._save(cur)
+            self._save_networks(rec, stopped_only=True)
 
     def update_record(self, ref: str, fn: Callable[[Record], None]) -> Record:
         """Apply ``fn`` to a container's record under its lock, and save it (network
@@ -1089,7 +1088,7 @@ class ContainerService:
         out: dict[str, dict[str, Any]] = {}
         for name, cfg in (rec.extra.get("Networks") or {}).items():
             live = rec.running and bool(cfg.get("EndpointID"))
-            user = name not in ("bridge", "host", "none")
+            user = name not in PREDEFINED
             out[name] = {
                 "IPAMConfig": cfg.get("IPAMConfig"), "Links": None, "Aliases": cfg.get("Aliases"),
                 "MacAddress": (cfg.get("Mac") if live else cfg.get("MacAddress")) or "",

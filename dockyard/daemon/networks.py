@@ -45,9 +45,8 @@ PREDEFINED = ("bridge", "host", "none")
 _BRIDGE_NAME = "com.docker.network.bridge.name"
 _MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
 _LIST_FILTERS = ("dangling", "driver", "id", "label", "name", "scope", "type")
-# a container's network settings: what was asked for (kept while stopped) ...
-_CONFIG_KEYS = ("NetworkID", "Aliases", "IPAMConfig", "MacAddress", "DriverOpts", "Links")
-# ... and its endpoint while it runs
+# a container's network settings hold what was asked for (kept while it is stopped) and,
+# while it runs, its endpoint:
 _LIVE_KEYS = ("EndpointID", "Gateway", "IPAddress", "IPPrefixLen", "Veth", "Inside", "Mac")
 
 
@@ -71,8 +70,8 @@ class NetworkService:
         config = engine.config
         self.dir = os.path.join(config.data_root, "network")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
-        self.default_device = getattr(config, "bridge", "") or "dockyard0"
-        self._bip = IPv4Interface(config.bip) if getattr(config, "bip", "") else None
+        self.default_device = config.bridge or "dockyard0"
+        self._bip = IPv4Interface(config.bip) if config.bip else None
         self._marker = os.path.join(config.exec_root, "network-state")
         self._lock = threading.RLock()
         self._records: dict[str, dict[str, Any]] = self._load()
@@ -525,10 +524,7 @@ class NetworkService:
         self._attached.setdefault(rec.id, {})[net["Id"]] = ep
         cfg.update(EndpointID=ep.id, Gateway=ep.gateway, IPAddress=ep.ip,
                    IPPrefixLen=int(ep.address.split("/")[1]), Veth=ep.veth, Inside=ep.inside, Mac=ep.mac)
-        if net["Name"] not in PREDEFINED:
-            names = self._dns_names.setdefault(net["Id"], {})
-            for n in self._dns_aliases(rec, cfg):
-                names.setdefault(n, []).append(ep.ip)
+        self._name(rec, net, cfg, ep.ip)
         self._index(rec)
         return came_up
 
@@ -539,10 +535,30 @@ class NetworkService:
         for ep in eps.values():
             self._by_ip[ep.ip] = (rec.id, list(eps), list(rec.host_config.get("Dns") or []))
 
+    def _name(self, rec: Any, net: dict[str, Any], cfg: dict[str, Any], ip: str) -> None:
+        """What the embedded DNS answers with ``ip`` on a user network: the container's
+        name, short ID and aliases."""
+        if net["Name"] in PREDEFINED:
+            return
+        names = self._dns_names.setdefault(net["Id"], {})
+        for n in dict.fromkeys(n.lower() for n in [rec.name.lstrip("/"), rec.id[:12], *(cfg.get("Aliases") or [])]):
+            names.setdefault(n, []).append(ip)
+
+    def _unname(self, nid: str, ip: str) -> None:
+        self._by_ip.pop(ip, None)
+        names = self._dns_names.get(nid) or {}
+        for n in list(names):
+            names[n] = [a for a in names[n] if a != ip]
+            if not names[n]:
+                del names[n]
+
     @staticmethod
-    def _dns_aliases(rec: Any, cfg: dict[str, Any]) -> list[str]:
-        names = [rec.name.lstrip("/"), rec.id[:12], *(cfg.get("Aliases") or [])]
-        return list(dict.fromkeys(n.lower() for n in names))
+    def _clear_live(rec: Any) -> None:
+        """The record forgets its run's endpoints and ports (what was asked for stays)."""
+        for cfg in (rec.extra.get("Networks") or {}).values():
+            for key in _LIVE_KEYS:
+                cfg.pop(key, None)
+        rec.extra.pop("Ports", None)
 
     def detach(self, rec: Any) -> None:
         """Release what the container's last run had (veths, addresses, ports, rules);
@@ -567,12 +583,7 @@ class NetworkService:
         if self._ports is not None:
             self._ports.release(rec.id)
         for nid, ep in eps.items():
-            self._by_ip.pop(ep.ip, None)
-            names = self._dns_names.get(nid) or {}
-            for n in list(names):
-                names[n] = [ip for ip in names[n] if ip != ep.ip]
-                if not names[n]:
-                    del names[n]
+            self._unname(nid, ep.ip)
             bridge = self._bridges.get(nid)
             if bridge is None:
                 continue
@@ -581,10 +592,7 @@ class NetworkService:
                     gone.append((bridge, ep))
             else:
                 bridge.disconnect(ep.id)
-        for cfg in (rec.extra.get("Networks") or {}).values():
-            for key in _LIVE_KEYS:
-                cfg.pop(key, None)
-        rec.extra.pop("Ports", None)
+        self._clear_live(rec)
         if had_ports:
             self._sync_firewall()
         return gone
@@ -660,12 +668,7 @@ class NetworkService:
             with self._lock:
                 ep = (self._attached.get(rec.id) or {}).pop(net["Id"], None)
                 if ep is not None:
-                    self._by_ip.pop(ep.ip, None)
-                    names = self._dns_names.get(net["Id"]) or {}
-                    for n in list(names):
-                        names[n] = [ip for ip in names[n] if ip != ep.ip]
-                        if not names[n]:
-                            del names[n]
+                    self._unname(net["Id"], ep.ip)
                     self._bridges[net["Id"]].disconnect(ep.id)
                     self._index(rec)
             del settings[net["Name"]]
@@ -728,16 +731,8 @@ class NetworkService:
                 self._give_back()  # the previous daemon's bridges and table (it died, or its containers did)
         with self._lock:
             for rec in live:
-                if not rec.running:
-                    for cfg in rec.extra["Networks"].values():
-                        if cfg.get("Veth"):
-                            from dockyard.network import links
-
-                            with contextlib.suppress(OSError):
-                                links.delete_link(cfg["Veth"])
-                        for key in _LIVE_KEYS:
-                            cfg.pop(key, None)
-                    rec.extra.pop("Ports", None)
+                if not rec.running:  # its namespace, and with it its veths, went with it
+                    self._clear_live(rec)
                     changed.append(rec)
                     continue
                 for name, cfg in rec.extra["Networks"].items():
@@ -751,10 +746,7 @@ class NetworkService:
                                   f"{cfg['IPAddress']}/{cfg['IPPrefixLen']}", cfg["Gateway"], cfg.get("Mac") or "")
                     self._bridge(net).restore(ep)
                     self._attached.setdefault(rec.id, {})[net["Id"]] = ep
-                    if net["Name"] not in PREDEFINED:
-                        names = self._dns_names.setdefault(net["Id"], {})
-                        for n in self._dns_aliases(rec, cfg):
-                            names.setdefault(n, []).append(ep.ip)
+                    self._name(rec, net, cfg, ep.ip)
                 self._index(rec)
                 for b in rec.extra.get("Ports") or []:
                     try:

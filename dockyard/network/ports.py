@@ -37,10 +37,6 @@ class Binding:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @property
-    def key(self) -> str:
-        return f"{self.container_port}/{self.proto}"
-
 
 def split_port(key: str) -> tuple[int, str]:
     """``"80/tcp"`` (or ``"80"``) -> (80, "tcp")."""

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from dockyard.registry.errors import RegistryError
-from dockyard.registry.storage import RegistryStore, check_digest, check_name
+from dockyard.registry.storage import MAX_MANIFEST, RegistryStore, check_digest, check_name
 
 log = logging.getLogger("dockyard.registry")
 _CHUNK = 1 << 20
@@ -88,12 +88,12 @@ class Registry:
                 handler = methods.get(method)
                 if handler is None:
                     raise RegistryError("UNSUPPORTED", status=405)
-                self._authorize(request, method, m.groupdict().get("name"))
-                if self.options.read_only and method not in ("GET",):
-                    raise RegistryError("UNSUPPORTED", "the registry is in read-only mode", status=405)
                 args = m.groupdict()
                 if "name" in args:
                     check_name(args["name"])
+                self._authorize(request, method, args.get("name"))
+                if self.options.read_only and method != "GET":
+                    raise RegistryError("UNSUPPORTED", "the registry is in read-only mode", status=405)
                 response = await handler(request, **args)
                 if not response.prepared:
                     response.headers.update(API_HEADER)
@@ -191,7 +191,7 @@ class Registry:
         return web.Response(body=body, headers=headers)
 
     async def put_manifest(self, request: web.Request, name: str, reference: str) -> web.Response:
-        body = await _read_limited(request, 4 << 20)
+        body = await _read_limited(request, MAX_MANIFEST)
         digest, subject = await asyncio.to_thread(self.store.put_manifest, name, reference, body,
                                                   request.headers.get("Content-Type"))
         headers = {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest}
@@ -327,11 +327,11 @@ async def _head(request: web.Request, headers: dict[str, str]) -> web.StreamResp
     return resp
 
 
-async def _read_limited(request: web.Request, limit: int | None) -> bytes:
+async def _read_limited(request: web.Request, limit: int) -> bytes:
     data = bytearray()
     while chunk := await request.content.read(_CHUNK):
         data += chunk
-        if limit and len(data) > limit:
+        if len(data) > limit:
             raise RegistryError("PAYLOAD_TOO_LARGE", f"request body over {limit} bytes")
     return bytes(data)
 

@@ -219,16 +219,6 @@ class RegistryStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self._repo(up.name), "_uploads", up.id))
 
-    def put_blob(self, name: str, data: bytes, digest: str) -> None:
-        """A monolithic upload in one request (POST ?digest=, or a whole small blob)."""
-        check_digest(digest)
-        with self.gc_lock:
-            try:
-                self.content.put(data, expected=digest)
-            except DataCorruption as e:
-                raise RegistryError("DIGEST_INVALID", str(e), detail={"digest": digest}) from None
-            self.link_blob(name, digest)
-
     # ------------------------------------------------------------------ manifests
 
     def put_manifest(self, name: str, reference: str, body: bytes, content_type: str | None) -> tuple[str, str | None]:

@@ -415,9 +415,16 @@ def test_network_ls_filters_and_prune(net_cli: Daemon) -> None:
         assert net_cli.cli("network", "ls", "-f", "label=purpose=test", "--format", "{{.Name}}").stdout.split() == [keep]
         custom = net_cli.cli("network", "ls", "-f", "type=custom", "--format", "{{.Name}}").stdout.split()
         assert "bridge" not in custom and keep in custom
+        res = net_cli.cli("network", "prune", input=b"n\n")  # docker's prompt, answered no
+        assert "Are you sure you want to continue? [y/N]" in res.stdout and drop not in res.stdout
+        assert drop in net_cli.cli("network", "ls", "--format", "{{.Name}}").stdout.split()
         out = net_cli.cli("network", "prune", "-f").stdout
         assert drop in out and keep not in out  # in use: kept
         assert drop not in net_cli.cli("network", "ls", "--format", "{{.Name}}").stdout.split()
+        res = net_cli.cli("network", "rm", "-f", drop, check=False)  # -f: gone already is fine
+        assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+        res = net_cli.cli("network", "rm", drop, check=False)
+        assert res.returncode == 1 and res.stderr.strip() == f"Error response from daemon: network {drop} not found"
     finally:
         net_cli.cli("rm", "-f", holder)
         net_cli.cli("network", "rm", keep)

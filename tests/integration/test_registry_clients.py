@@ -88,9 +88,6 @@ def _round_trip(cli: Daemon, dyreg: DyRegistry, upstream: LocalRegistry, tmp_pat
     assert _raw(f"{dyreg.host}/mirror/app:v1") == original  # stored byte for byte
     _skopeo("copy", "-q", *flags, f"docker://{dyreg.host}/mirror/app:v1", f"docker://{upstream.host}/back/app:v1")
     assert _raw(f"{upstream.host}/back/app:v1") == original  # identical digests all the way round
-    layers = json.loads(original)["layers"]
-    assert _skopeo("inspect", "--tls-verify=false", f"docker://{dyreg.host}/mirror/app:v1").returncode == 0
-    assert layers and all(d["digest"].startswith("sha256:") for d in layers)
 
 
 def test_tls_and_basic_auth(cli: Daemon, tmp_path: Path) -> None:

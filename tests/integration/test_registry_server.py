@@ -273,7 +273,9 @@ def test_online_collection_keeps_young_blobs(tmp_path: Path) -> None:
     from dockyard.registry.storage import RegistryStore
 
     store = RegistryStore(str(tmp_path / "root"))
-    store.put_blob("a/b", b"orphan", _digest(b"orphan"))
+    up = store.start_upload("a/b")
+    up.writer.write(b"orphan")
+    store.finish_upload(up, _digest(b"orphan"))
     assert store.collect(min_age=3600) == []  # online: too young to go
     assert store.collect() == [_digest(b"orphan")]  # offline: unreferenced is unreferenced
 
